@@ -1,0 +1,44 @@
+# blocktrain: every developer task is a make target; `make help` lists them.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+VENV ?= .venv
+PY := $(VENV)/bin/python
+UV ?= $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
+PYTEST_ARGS ?=
+
+.PHONY: help init lock format lint type-check test test-unit bench mlflow-server
+
+help: ## list the targets
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+$(UV):
+	python3 -m pip install --quiet --user uv 2>/dev/null || python3 -m pip install --quiet --break-system-packages --user uv
+
+init: | $(UV) ## create .venv from requirements.lock and install blocktrain editable
+	$(UV) venv --quiet --allow-existing --python 3.11 $(VENV) 2>/dev/null || $(UV) venv --quiet --allow-existing $(VENV)
+	VIRTUAL_ENV=$(VENV) $(UV) pip sync --quiet requirements.lock
+	VIRTUAL_ENV=$(VENV) $(UV) pip install --quiet --no-deps -e .
+
+lock: | $(UV) ## re-resolve pyproject.toml into the hashed, universal requirements.lock
+	$(UV) pip compile pyproject.toml --group dev --universal --generate-hashes \
+		--python-version 3.11 --quiet -o requirements.lock
+
+format: ## format and auto-fix the code
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix --quiet .
+
+lint: ## check formatting and lint rules without changing files
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/ruff check .
+
+type-check: ## basedpyright (strict on src/)
+	$(VENV)/bin/basedpyright
+
+test: ## the full test suite, integration tests against real local services included
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-unit: ## fast unit tests only
+	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+mlflow-server: ## start a local MLflow tracking server on a private port (scripts/mlflow-server)
+	$(PY) scripts/mlflow-server up

@@ -1,0 +1,1 @@
+"""blocktrain: an HPC batch toolkit for ML research on Slurm."""
