@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import cast
 
 MASK = "***"
 # Names that commonly carry credentials; over-masking a harmless value is the cheap failure.
@@ -50,7 +51,8 @@ class Redactor:
         if isinstance(obj, str):
             return self(obj)
         if isinstance(obj, Mapping):
-            return {self(str(k)): self.value(v) for k, v in obj.items()}  # pyright: ignore[reportUnknownVariableType]
+            mapping = cast("Mapping[object, object]", obj)
+            return {self(str(k)): self.value(v) for k, v in mapping.items()}
         if isinstance(obj, list | tuple):
-            return [self.value(v) for v in obj]  # pyright: ignore[reportUnknownVariableType]
+            return [self.value(v) for v in cast("list[object]", obj)]
         return obj

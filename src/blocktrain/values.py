@@ -8,7 +8,7 @@ import inspect
 import math
 from collections.abc import Callable, Mapping
 from pathlib import PurePath
-from typing import Any
+from typing import Any, cast
 
 JSON = None | bool | int | float | str | list["JSON"] | dict[str, "JSON"]
 
@@ -26,10 +26,12 @@ def to_jsonable(value: object) -> JSON:
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {f.name: to_jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
     if isinstance(value, Mapping):
-        return {str(k): to_jsonable(v) for k, v in value.items()}  # pyright: ignore[reportUnknownVariableType]
-    if isinstance(value, list | tuple | set | frozenset):
-        items = sorted(value, key=repr) if isinstance(value, set | frozenset) else value  # pyright: ignore[reportUnknownArgumentType,reportUnknownVariableType]
-        return [to_jsonable(v) for v in items]  # pyright: ignore[reportUnknownVariableType]
+        mapping = cast("Mapping[object, object]", value)
+        return {str(k): to_jsonable(v) for k, v in mapping.items()}
+    if isinstance(value, set | frozenset):
+        return [to_jsonable(v) for v in sorted(cast("set[object]", value), key=repr)]
+    if isinstance(value, list | tuple):
+        return [to_jsonable(v) for v in cast("list[object]", value)]
     return repr(value)
 
 

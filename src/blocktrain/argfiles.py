@@ -1,0 +1,109 @@
+"""Experiment YAML files: loaded with the line of every key, merged in order.
+
+Kept apart from type validation so that both can be read and tested on their own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from blocktrain.errors import ArgsError
+
+KeyPath = tuple[str, ...]
+
+
+@dataclass(slots=True)
+class ArgSet:
+    """Argument values from one or more files, and where each key was last set."""
+
+    values: dict[str, object] = field(default_factory=dict[str, object])
+    origins: dict[KeyPath, str] = field(default_factory=dict[KeyPath, str])
+
+    def origin(self, path: KeyPath) -> str | None:
+        """``file:line`` of the deepest recorded prefix of ``path``."""
+        for end in range(len(path), 0, -1):
+            where = self.origins.get(path[:end])
+            if where is not None:
+                return where
+        return None
+
+
+def load_arg_files(paths: Iterable[str | Path]) -> ArgSet:
+    """Load and deep-merge YAML mappings; a later file overrides an earlier one key by key."""
+    merged = ArgSet()
+    for path in paths:
+        one = load_arg_file(path)
+        _merge(merged.values, one.values)
+        merged.origins.update(one.origins)
+    return merged
+
+
+def load_arg_file(path: str | Path) -> ArgSet:
+    """Load one YAML file whose top level is a mapping of argument names to values."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ArgsError(f"{path}: no such arguments file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ArgsError(f"{path}: cannot read arguments file ({exc})") from None
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return ArgSet()
+        if not isinstance(node, yaml.MappingNode):
+            line = node.start_mark.line + 1
+            raise ArgsError(
+                f"{path}:{line}: the file must be a mapping of argument names to values"
+            )
+        result = ArgSet()
+        result.values = _mapping(loader, node, str(path), (), result.origins)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = f":{mark.line + 1}" if mark is not None else ""
+        problem = exc.problem or exc.context or "malformed YAML"
+        raise ArgsError(f"{path}{line}: malformed YAML: {problem}") from None
+    except yaml.YAMLError as exc:
+        raise ArgsError(f"{path}: malformed YAML: {exc}") from None
+    else:
+        return result
+    finally:
+        loader.dispose()
+
+
+def _mapping(
+    loader: yaml.SafeLoader,
+    node: yaml.MappingNode,
+    file: str,
+    prefix: KeyPath,
+    origins: dict[KeyPath, str],
+) -> dict[str, object]:
+    out: dict[str, object] = {}
+    for key_node, value_node in node.value:
+        line = key_node.start_mark.line + 1
+        key = loader.construct_object(key_node, deep=True)  # pyright: ignore[reportUnknownMemberType]
+        if not isinstance(key, str):
+            raise ArgsError(f"{file}:{line}: key {key!r} must be a name (a string)")
+        if key in out:
+            raise ArgsError(f"{file}:{line}: key {key!r} appears twice; keep one")
+        path = (*prefix, key)
+        origins[path] = f"{file}:{line}"
+        if isinstance(value_node, yaml.MappingNode):
+            out[key] = _mapping(loader, value_node, file, path, origins)
+        else:
+            out[key] = loader.construct_object(value_node, deep=True)  # pyright: ignore[reportUnknownMemberType]
+    return out
+
+
+def _merge(base: dict[str, object], update: Mapping[str, object]) -> None:
+    for key, value in update.items():
+        current = base.get(key)
+        if isinstance(current, dict) and isinstance(value, Mapping):
+            _merge(current, value)  # pyright: ignore[reportUnknownArgumentType]
+        else:
+            base[key] = value

@@ -1,0 +1,100 @@
+"""The MLflow side of the run writer: tracking URI choice and a thin client adapter.
+
+mlflow is imported inside functions only, so importing this module stays cheap.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+EMBEDDED_DB = "mlflow.db"
+EMBEDDED_ARTIFACTS = "mlartifacts"
+
+
+def tracking_uri(env: Mapping[str, str], project_root: Path) -> str:
+    """``MLFLOW_TRACKING_URI`` if set, else the project's embedded SQLite store."""
+    configured = env.get("MLFLOW_TRACKING_URI", "").strip()
+    if configured:
+        return configured
+    return f"sqlite:///{(project_root / EMBEDDED_DB).resolve()}"
+
+
+def run_url(uri: str, experiment_id: str, run_id: str) -> str | None:
+    """A browser link to the run when the tracking URI is a server."""
+    if not uri.startswith(("http://", "https://")):
+        return None
+    return f"{uri.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
+
+
+def project_root(start: Path) -> Path:
+    """The nearest folder holding pyproject.toml or .git, else ``start`` itself."""
+    start = start.resolve()
+    for folder in (start, *start.parents):
+        if (folder / "pyproject.toml").exists() or (folder / ".git").exists():
+            return folder
+    return start
+
+
+class MlflowBackend:
+    """Implements :class:`blocktrain.runwriter.Backend` with an ``MlflowClient``."""
+
+    def __init__(self, uri: str, artifact_root: Path | None = None) -> None:
+        from mlflow import MlflowClient  # noqa: PLC0415 - heavy import kept off start-up paths
+
+        self.uri = uri
+        self._artifact_root = artifact_root
+        self.client: MlflowClient = MlflowClient(tracking_uri=uri)
+
+    def experiment_id(self, name: str) -> str:
+        found = self.client.get_experiment_by_name(name)
+        if found is not None:
+            return str(found.experiment_id)
+        location = None
+        if self._artifact_root is not None:
+            location = (self._artifact_root / name).resolve().as_uri()
+        return str(self.client.create_experiment(name, artifact_location=location))
+
+    def create_run(self, experiment: str, run_name: str | None, tags: Mapping[str, str]) -> str:
+        run = self.client.create_run(
+            self.experiment_id(experiment), run_name=run_name, tags=dict(tags)
+        )
+        return str(run.info.run_id)
+
+    def log_batch(
+        self,
+        run_id: str,
+        metrics: list[tuple[str, float, int, int]],
+        params: Mapping[str, str],
+        tags: Mapping[str, str],
+    ) -> None:
+        from mlflow.entities import Metric, Param, RunTag  # noqa: PLC0415
+
+        self.client.log_batch(
+            run_id,
+            metrics=[Metric(k, v, ts, step) for k, v, ts, step in metrics],
+            params=[Param(k, v) for k, v in params.items()],
+            tags=[RunTag(k, v) for k, v in tags.items()],
+            synchronous=True,
+        )
+
+    def log_artifacts(self, run_id: str, local_dir: str, artifact_path: str) -> None:
+        self.client.log_artifacts(run_id, local_dir, artifact_path)
+
+    def set_status(self, run_id: str, status: str, end_time_ms: int | None) -> None:
+        if status in ("FINISHED", "FAILED", "KILLED"):
+            self.client.set_terminated(run_id, status, end_time=end_time_ms or _now_ms())
+        else:
+            self.client.update_run(run_id, status=status)
+
+    def get_run(self, run_id: str) -> Any:  # noqa: ANN401 - mlflow.entities.Run, imported lazily
+        return self.client.get_run(run_id)
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
