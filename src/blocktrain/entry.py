@@ -121,7 +121,7 @@ def bind(funcs: Sequence[EntryFunction], argv: list[str]) -> Callable[[], object
         kwargs = _defopt_bind(
             proxies if len(funcs) > 1 else proxies[0], rest, _yaml_parsers(funcs), wants_help
         )
-    except ValueError as exc:
+    except Exception as exc:  # noqa: BLE001 - defopt raises bare Exception for unsupported types
         raise ArgsError(f"entry function cannot become a command line: {exc}") from None
     command = kwargs.pop("__command__")
     target = next(f for f in funcs if command_name(f) == command)
@@ -230,11 +230,19 @@ def _yaml_parsers(funcs: Sequence[EntryFunction]) -> dict[Any, Callable[[str], A
     """Flag parsers for types defopt cannot read from a string: YAML text such as ``{lr: 0.1}``."""
     parsers: dict[Any, Callable[[str], Any]] = {}
     for func in funcs:
-        for tp in _hints(func).values():
-            origin = typing.get_origin(tp)
-            if dataclasses.is_dataclass(tp) or origin in (dict, Mapping) or tp is dict:
-                parsers[tp] = functools.partial(_parse_yaml_flag, tp)
+        for hint in _hints(func).values():
+            for tp in _walk(hint):
+                if dataclasses.is_dataclass(tp) or tp is dict or typing.get_origin(tp) is dict:
+                    parsers[tp] = functools.partial(_parse_yaml_flag, tp)
     return parsers
+
+
+def _walk(tp: object) -> Iterable[object]:
+    """``tp`` and the types inside it (union members, container items)."""
+    yield tp
+    if typing.get_origin(tp) is not dict:
+        for arg in typing.get_args(tp):
+            yield from _walk(arg)
 
 
 def _parse_yaml_flag(tp: object, text: str) -> object:

@@ -84,7 +84,10 @@ class MlflowBackend:
         )
 
     def log_artifacts(self, run_id: str, local_dir: str, artifact_path: str) -> None:
-        self.client.log_artifacts(run_id, local_dir, artifact_path)
+        if Path(local_dir).is_file():
+            self.client.log_artifact(run_id, local_dir, artifact_path or None)  # pyright: ignore[reportUnknownMemberType]
+        else:
+            self.client.log_artifacts(run_id, local_dir, artifact_path or None)
 
     def set_status(self, run_id: str, status: str, end_time_ms: int | None) -> None:
         if status in ("FINISHED", "FAILED", "KILLED"):

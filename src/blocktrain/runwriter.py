@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-OpKind = Literal["create", "metrics", "params", "tags", "artifacts", "status"]
+OpKind = Literal["create", "metrics", "params", "tags", "artifacts", "status", "batch"]
 # MLflow's log_batch limits per request.
 _BATCH_LIMIT: dict[str, int] = {"metrics": 1000, "params": 100, "tags": 100}
 # Error codes that a retry cannot fix; anything else (network, 5xx, locked database) is retried.
@@ -112,7 +112,7 @@ def coalesce(ops: list[Op], run_id: str | None) -> tuple[int, Op]:
         else:
             bucket.update(incoming)
         taken += 1
-    return taken, Op("metrics", batch)
+    return taken, Op("batch", batch)
 
 
 class RunWriter:
@@ -229,11 +229,11 @@ def apply(backend: Backend, op: Op, run_id: str | None, on_created: Callable[[st
     target = data.get("run_id") or run_id
     if target is None:
         raise RuntimeError("the run was not created yet")
-    if op.kind == "metrics":
+    if op.kind == "batch":
         metrics = [(m[0], float(m[1]), int(m[2]), int(m[3])) for m in data["metrics"]]
         backend.log_batch(target, metrics, data["params"], data["tags"])
     elif op.kind == "artifacts":
-        if Path(data["local_dir"]).is_dir():
+        if Path(data["local_dir"]).exists():
             backend.log_artifacts(target, data["local_dir"], data["artifact_path"])
     elif op.kind == "status":
         backend.set_status(target, data["status"], data.get("end_time_ms"))
