@@ -318,13 +318,12 @@ def _open_run(
     writer = RunWriter(backend, run_id=context.run_id, warn=_log.warning)
     tracker.writer = writer
     if context.run_id is None:
-        tags = {"blocktrain.entry": entry, **_code_tags(tracker, source)}
-        writer.submit(
-            Op(
-                "create",
-                {"experiment": config.experiment, "run_name": config.run_name, "tags": tags},
-            )
-        )
+        tags, diff_dir = _code_tags(tracker, source)
+        tags["blocktrain.entry"] = entry
+        create = {"experiment": config.experiment, "run_name": config.run_name, "tags": tags}
+        writer.submit(Op("create", create))
+        if diff_dir is not None:
+            tracker.log_artifacts(diff_dir, "code")
     writer.submit(Op("params", {"items": params}))
     writer.submit(Op("tags", {"items": _attempt_tags(tracker)}))
     writer.submit(Op("status", {"status": "RUNNING"}))
@@ -375,23 +374,25 @@ def _experiment_of(backend: MlflowBackend, run_id: str) -> str | None:
     return None
 
 
-def _code_tags(tracker: Tracker, source: Callable[..., Any] | None) -> dict[str, str]:
-    folder = _source_folder(source)
-    state = git_state(folder)
+def _code_tags(
+    tracker: Tracker, source: Callable[..., Any] | None
+) -> tuple[dict[str, str], Path | None]:
+    """Git tags for a new run, and the folder holding the dirty diff if there is one."""
+    state = git_state(_source_folder(source))
     if state is None:
-        return {"blocktrain.git": "none"}
+        return {"blocktrain.git": "none"}, None
     tags = {
         "mlflow.source.git.commit": state.commit,
         "blocktrain.git.dirty": str(state.dirty).lower(),
     }
     if state.branch:
         tags["mlflow.source.git.branch"] = state.branch
-    if state.dirty:
-        code_dir = tracker.attempt_dir.parent / "code"
-        code_dir.mkdir(parents=True, exist_ok=True)
-        (code_dir / "git.diff").write_text(state.diff, encoding="utf-8")
-        tracker.log_artifacts(code_dir, "code")
-    return tags
+    if not state.dirty:
+        return tags, None
+    code_dir = tracker.attempt_dir.parent / "code"
+    code_dir.mkdir(parents=True, exist_ok=True)
+    (code_dir / "git.diff").write_text(state.diff, encoding="utf-8")
+    return tags, code_dir
 
 
 def _source_folder(source: Callable[..., Any] | None) -> Path:

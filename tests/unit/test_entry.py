@@ -25,7 +25,9 @@ def run_cli(*argv: str) -> object:
 
 
 def test_yaml_fills_arguments_and_nested_dataclasses(tmp_path: Path):
-    exp = write(tmp_path, "exp.yaml", "data: {root: /d}\nepochs: 5\noptim:\n  lr: 0.5\narch: large\n")
+    exp = write(
+        tmp_path, "exp.yaml", "data: {root: /d}\nepochs: 5\noptim:\n  lr: 0.5\narch: large\n"
+    )
     result = run_cli("train", "--args", exp)
     assert result == {
         "data": Data(root=Path("/d")),
@@ -41,7 +43,9 @@ def test_yaml_fills_arguments_and_nested_dataclasses(tmp_path: Path):
 
 
 def test_later_files_override_earlier_deeply_and_flags_override_files(tmp_path: Path):
-    base = write(tmp_path, "base.yaml", "data: {root: /d}\nepochs: 5\noptim: {lr: 0.5, momentum: 0.5}\n")
+    base = write(
+        tmp_path, "base.yaml", "data: {root: /d}\nepochs: 5\noptim: {lr: 0.5, momentum: 0.5}\n"
+    )
     over = write(tmp_path, "over.yaml", "optim: {momentum: 0.1}\ntags: [a, b]\n")
     result = run_cli("train", "--args", base, f"--args={over}", "--epochs", "7", "--amp")
     assert isinstance(result, dict)
@@ -65,17 +69,44 @@ def test_second_command_and_positional_free_flags():
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ("data: {root: /d}\nepochz: 5\n", "exp.yaml:2: unknown argument 'epochz' for train (did you mean 'epochs'?); valid arguments: data, epochs,"),
-        ("data: {root: /d}\noptim:\n  lr: fast\n", "exp.yaml:3: optim.lr: expected float, got str 'fast'"),
+        (
+            "data: {root: /d}\nepochz: 5\n",
+            "exp.yaml:2: unknown argument 'epochz' for train (did you mean 'epochs'?); valid arguments: data, epochs,",
+        ),
+        (
+            "data: {root: /d}\noptim:\n  lr: fast\n",
+            "exp.yaml:3: optim.lr: expected float, got str 'fast'",
+        ),
         ("data: {root: /d}\nepochs: 2.5\n", "exp.yaml:2: epochs: expected int, got float 2.5"),
-        ("data: {root: /d}\narch: huge\n", "exp.yaml:2: arch: expected one of 'small', 'large', got str 'huge'"),
-        ("data: {root: /d}\nmode: slow\n", "exp.yaml:2: mode: expected one of 'fast', 'exact', got str 'slow'"),
-        ("data: {root: /d}\noptim: {lr: 0.1, nesterov: true}\n", "exp.yaml:2: optim.nesterov: unknown field for Optim; valid fields: lr, momentum, betas"),
-        ("data: {root: /d}\noptim: {lr: -1}\n", "exp.yaml:2: optim: invalid Optim: lr must be positive"),
+        (
+            "data: {root: /d}\narch: huge\n",
+            "exp.yaml:2: arch: expected one of 'small', 'large', got str 'huge'",
+        ),
+        (
+            "data: {root: /d}\nmode: slow\n",
+            "exp.yaml:2: mode: expected one of 'fast', 'exact', got str 'slow'",
+        ),
+        (
+            "data: {root: /d}\noptim: {lr: 0.1, nesterov: true}\n",
+            "exp.yaml:2: optim.nesterov: unknown field for Optim; valid fields: lr, momentum, betas",
+        ),
+        (
+            "data: {root: /d}\noptim: {lr: -1}\n",
+            "exp.yaml:2: optim: invalid Optim: lr must be positive",
+        ),
         ("data: {splits: [0.5]}\n", "exp.yaml:1: data: missing required field(s) of Data: root"),
-        ("data: {root: /d}\noptim: {betas: [1, 2, 3]}\n", "exp.yaml:2: optim.betas: expected 2 items, got 3"),
-        ("data: {root: /d}\ntags: a\n", "exp.yaml:2: tags: expected list of str or null, got str 'a'"),
-        ("seed: 1\n  epochs: [\n", "exp.yaml:2: malformed YAML: mapping values are not allowed here"),
+        (
+            "data: {root: /d}\noptim: {betas: [1, 2, 3]}\n",
+            "exp.yaml:2: optim.betas: expected 2 items, got 3",
+        ),
+        (
+            "data: {root: /d}\ntags: a\n",
+            "exp.yaml:2: tags: expected list of str or null, got str 'a'",
+        ),
+        (
+            "seed: 1\n  epochs: [\n",
+            "exp.yaml:2: malformed YAML: mapping values are not allowed here",
+        ),
         ("- 1\n- 2\n", "exp.yaml:1: the file must be a mapping of argument names to values"),
         ("epochs: 1\nepochs: 2\n", "exp.yaml:2: key 'epochs' appears twice; keep one"),
     ],

@@ -1,0 +1,91 @@
+"""A real single-node Slurm cluster with accounting for the integration tests.
+
+`slurm_cluster` starts one with `scripts/local-slurm up` in a fresh directory per test session
+and removes it with `down --purge` at the end, whatever the tests did. If the cluster cannot
+start, every test that uses it fails with the script's error and the daemons' log tails.
+"""
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[3] / "scripts" / "local-slurm"
+UP_TIMEOUT_S = 600  # the first `up` on a new machine installs the Debian packages
+
+
+@dataclass(frozen=True, kw_only=True)
+class SlurmCluster:
+    """A running local cluster: pass `env` to every Slurm client, or use `run`."""
+
+    state_dir: Path
+    conf: Path
+    env: dict[str, str]
+
+    def run(
+        self, *cmd: str | Path, check: bool = True, timeout: float = 60
+    ) -> subprocess.CompletedProcess[str]:
+        """Run a command (sbatch, squeue, ...) against this cluster and capture its output."""
+        done = subprocess.run(
+            [str(part) for part in cmd],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+        if check and done.returncode != 0:
+            pytest.fail(
+                f"`{' '.join(map(str, cmd))}` exited with {done.returncode}:\n"
+                f"{done.stdout}{done.stderr}",
+                pytrace=False,
+            )
+        return done
+
+    def script(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        """Run `scripts/local-slurm ARGS --dir STATE_DIR`."""
+        return self.run(
+            sys.executable,
+            SCRIPT,
+            *args,
+            "--dir",
+            self.state_dir,
+            check=check,
+            timeout=UP_TIMEOUT_S,
+        )
+
+
+def log_tails(state_dir: Path, lines: int = 20) -> str:
+    parts = []
+    for log in sorted((state_dir / "log").glob("*")):
+        text = log.read_text(errors="replace").splitlines()[-lines:]
+        if text:
+            parts.append(f"--- {log.name} ---\n" + "\n".join(text))
+    return "\n".join(parts)
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SlurmCluster]:
+    state_dir = tmp_path_factory.mktemp("slurm")
+    cluster = SlurmCluster(
+        state_dir=state_dir,
+        conf=state_dir / "etc" / "slurm.conf",
+        env={**os.environ, "SLURM_CONF": str(state_dir / "etc" / "slurm.conf")},
+    )
+    try:
+        up = cluster.script("up", check=False)
+        if up.returncode != 0:
+            pytest.fail(
+                f"the local Slurm cluster did not start (exit {up.returncode}):\n"
+                f"{up.stdout}{up.stderr}\n{log_tails(state_dir)}",
+                pytrace=False,
+            )
+        yield cluster
+    finally:
+        down = cluster.script("down", "--purge", check=False)
+        if down.returncode != 0:
+            sys.stderr.write(f"local-slurm down failed:\n{down.stdout}{down.stderr}\n")
