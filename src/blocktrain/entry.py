@@ -15,8 +15,10 @@ import difflib
 import functools
 import inspect
 import io
+import os
 import sys
 import textwrap
+import traceback
 import typing
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -28,6 +30,7 @@ import yaml
 from blocktrain.argfiles import ArgSet, load_arg_files
 from blocktrain.argtypes import Mismatch, coerce, describe
 from blocktrain.errors import ArgsError, BlocktrainError
+from blocktrain.redact import Redactor
 from blocktrain.values import JSON, to_jsonable
 
 EntryFunction = Callable[..., Any]
@@ -96,7 +99,8 @@ def main(*funcs: EntryFunction, argv: Sequence[str] | None = None) -> object:
     """Run the command line: pick the function, apply ``--args`` files and flags, call it.
 
     Argument mistakes print one ``error:`` line and exit with status 2 before the function (and
-    so any annotator around it) runs.
+    so any annotator around it) runs; a :class:`BlocktrainError` raised while running does the
+    same. Any other exception prints its traceback, secrets masked, and exits with status 1.
     """
     if not funcs:
         raise TypeError("main() needs at least one entry function")
@@ -105,7 +109,15 @@ def main(*funcs: EntryFunction, argv: Sequence[str] | None = None) -> object:
     except BlocktrainError as exc:
         sys.stderr.write(f"error: {exc}\n")
         raise SystemExit(2) from None
-    return call()
+    try:
+        return call()
+    except BlocktrainError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        raise SystemExit(2) from None
+    except Exception:  # noqa: BLE001 - reported, then the exit status carries the failure
+        # Python would print this traceback itself, unmasked, into the job's log.
+        sys.stderr.write(Redactor.from_environ(os.environ)(traceback.format_exc()))
+        raise SystemExit(1) from None
 
 
 def bind(funcs: Sequence[EntryFunction], argv: list[str]) -> Callable[[], object]:
