@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 UV ?= $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
 PYTEST_ARGS ?=
 
-.PHONY: help init lock format lint type-check test test-unit bench mlflow-server
+.PHONY: help init lock format lint type-check test test-unit demo mlflow-server
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -35,10 +35,14 @@ type-check: ## basedpyright (strict on src/)
 	$(VENV)/bin/basedpyright
 
 test: ## the full test suite, integration tests against real local services included
-	$(PY) -m pytest $(PYTEST_ARGS)
+	@# pytest exits 5 when it collects no test; a filtered run that selects none is not a failure.
+	$(PY) -m pytest $(PYTEST_ARGS) || { rc=$$?; [ $$rc -eq 5 ] && exit 0; exit $$rc; }
 
 test-unit: ## fast unit tests only
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+demo: init ## train the demo entry function, tracked in the embedded SQLite MLflow store
+	PY=$(PY) scripts/demo
 
 mlflow-server: ## start a local MLflow tracking server on a private port (scripts/mlflow-server)
 	$(PY) scripts/mlflow-server up

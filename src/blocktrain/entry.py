@@ -1,6 +1,7 @@
 """Typed, documented entry functions as command-line programs.
 
-``main(train, evaluate, predict)`` gives one defopt CLI with a subcommand per function; every
+``main(train, evaluate, predict)`` gives one defopt CLI with a subcommand per function (also
+when there is only one, so that ``prog train ...`` reads the same everywhere); every
 parameter is a ``--flag``, and ``--args FILE.yaml`` (repeatable) supplies keyword arguments.
 Later files override earlier ones and explicit flags override files. :func:`resolve` runs the
 same validation without running anything, for launchers; neither imports torch.
@@ -126,13 +127,11 @@ def bind(funcs: Sequence[EntryFunction], argv: list[str]) -> Callable[[], object
     arg_files, rest = split_args_flag(rest)
     file_values = validate(selected, load_arg_files(arg_files)) if selected else {}
     proxies = [_proxy(f, file_values if f is selected else {}) for f in funcs]
-    if len(funcs) > 1 and selected is not None:
+    if selected is not None:
         rest = [command_name(selected), *rest]
     wants_help = any(a in ("-h", "--help") for a in rest)
     try:
-        kwargs = _defopt_bind(
-            proxies if len(funcs) > 1 else proxies[0], rest, _yaml_parsers(funcs), wants_help
-        )
+        kwargs = _defopt_bind(proxies, rest, _yaml_parsers(funcs), wants_help)
     except Exception as exc:  # noqa: BLE001 - defopt raises bare Exception for unsupported types
         raise ArgsError(f"entry function cannot become a command line: {exc}") from None
     command = kwargs.pop("__command__")
@@ -161,8 +160,6 @@ def split_args_flag(argv: Sequence[str]) -> tuple[list[str], list[str]]:
 def _select(
     funcs: Sequence[EntryFunction], argv: list[str]
 ) -> tuple[EntryFunction | None, list[str]]:
-    if len(funcs) == 1:
-        return funcs[0], argv
     if not argv or argv[0].startswith("-"):
         return None, argv  # defopt prints the top-level help or usage error
     by_name = {command_name(f): f for f in funcs}
@@ -198,7 +195,7 @@ def _proxy(func: EntryFunction, defaults: Mapping[str, object]) -> EntryFunction
 
 
 def _defopt_bind(
-    funcs: EntryFunction | list[EntryFunction],
+    funcs: list[EntryFunction],
     argv: list[str],
     parsers: dict[Any, Callable[[str], Any]],
     wants_help: bool,

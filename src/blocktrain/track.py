@@ -18,6 +18,7 @@ import logging
 import math
 import os
 import signal
+import sys
 import threading
 import time
 import traceback
@@ -331,6 +332,8 @@ def _open_run(
     if writer.wait_run_id(config.start_timeout_s) is not None and tracker.experiment_id is None:
         with contextlib.suppress(Exception):
             tracker.experiment_id = backend.experiment_id(config.experiment)
+    where = redact(tracker.run_url or f"a run not created yet ({config.tracking_uri})")
+    _announce(f"tracking attempt {tracker.attempt} of {where}")
 
 
 def _replay_unsent(backend: MlflowBackend, folder: Path) -> None:
@@ -474,6 +477,7 @@ def _close_run(tracker: Tracker, status: str) -> None:
     key = writer.run_id or tracker.attempt_dir.parent.name
     spill = tracker.config.log_dir / "unsent" / f"{key}-attempt-{tracker.attempt}.jsonl"
     left = writer.close(tracker.config.flush_timeout_s, spill)
+    _announce(f"run {writer.run_id or '(not created)'} ended {status}")
     if left:
         _log.warning(
             "MLflow stayed unreachable: %d records kept in %s; they are sent at the next start "
@@ -481,6 +485,12 @@ def _close_run(tracker: Tracker, status: str) -> None:
             left,
             spill,
         )
+
+
+def _announce(line: str) -> None:
+    """One status line on stderr for people watching the job; rank 0 only, as callers ensure."""
+    sys.stderr.write(f"blocktrain: {line}\n")
+    sys.stderr.flush()
 
 
 def _param_strings(params: Mapping[str, object]) -> dict[str, str]:
@@ -525,6 +535,4 @@ def _main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    import sys
-
     raise SystemExit(_main(sys.argv[1:]))
