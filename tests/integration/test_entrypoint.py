@@ -9,8 +9,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from mlflow_service import MlflowServer
 from webhook_server import WebhookServer
+
+from mlflow_service import MlflowServer
 
 pytestmark = pytest.mark.integration
 HERE = Path(__file__).resolve().parent

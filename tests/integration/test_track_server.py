@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 import tracked_jobs
-from mlflow_service import MlflowServer
 
 from blocktrain.errors import TrackingError
 from blocktrain.track import current, log_metrics, track
+from mlflow_service import MlflowServer
 
 pytestmark = pytest.mark.integration
 HERE = Path(__file__).resolve().parent
@@ -182,7 +182,7 @@ def test_resume_of_an_unknown_run_is_a_clear_error(
     tracked_env: Path, monkeypatch: pytest.MonkeyPatch
 ):
     monkeypatch.setenv("BLOCKTRAIN_RUN_ID", "0" * 32)
-    with pytest.raises(TrackingError, match="no MLflow run 0{32}"):
+    with pytest.raises(TrackingError, match=r"no MLflow run 0{32}"):
         tracked_jobs.train(epochs=1)
 
 
@@ -233,7 +233,8 @@ def test_logs_are_uploaded_while_the_job_runs(
         """Print, then look for the line in MLflow before finishing."""
         os.write(1, b"early line\n")  # fd 1, as a job writes; pytest replaces sys.stdout
         tracker = current()
-        assert tracker is not None and tracker.run_id is not None
+        assert tracker is not None
+        assert tracker.run_id is not None
         client = mlflow_server.client()
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline and not seen:
@@ -269,6 +270,7 @@ def test_embedded_sqlite_store_when_no_tracking_uri(
     client = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
     run = only_run(client, experiment="project")
     assert run.info.status == "FINISHED"
+    assert run.info.artifact_uri is not None
     assert run.info.artifact_uri.startswith((project / "mlartifacts").as_uri())
     assert (project / "mlartifacts").is_dir()
     assert len(client.get_metric_history(run.info.run_id, "loss")) == 2

@@ -58,10 +58,10 @@ def train(
         weights: class weights
         seed: random seed
     """
-    call: dict[str, object] = dict(
-        data=data, epochs=epochs, optim=optim, arch=arch, mode=mode, tags=tags, amp=amp,
-        weights=weights, seed=seed,
-    )  # fmt: skip
+    call: dict[str, object] = {
+        "data": data, "epochs": epochs, "optim": optim, "arch": arch, "mode": mode, "tags": tags,
+        "amp": amp, "weights": weights, "seed": seed,
+    }  # fmt: skip
     CALLS.append(call)
     return call
 

@@ -20,7 +20,7 @@ def run_child(code: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
 
 
 def test_python_c_level_and_child_output_are_captured_and_masked(tmp_path: Path):
-    code = f"""
+    code = """
 import os, subprocess, sys
 from pathlib import Path
 from blocktrain.capture import captured

@@ -120,7 +120,7 @@ def test_bad_yaml_gives_one_line_naming_file_line_key_and_expectation(
     assert exited.value.code == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1
-    assert err.startswith("error: " + str(tmp_path / expected.split(":")[0]))
+    assert err.startswith("error: " + str(tmp_path / expected.split(":", maxsplit=1)[0]))
     assert expected.split(":", 1)[1] in err
     assert CALLS == []  # the function never ran
 

@@ -13,11 +13,11 @@ from blocktrain.runwriter import Op, RetryPolicy, RunWriter, coalesce, replay
 FAST = RetryPolicy(first_delay_s=0.01, max_delay_s=0.05)
 
 
-class Unreachable(ConnectionError):
+class UnreachableError(ConnectionError):
     pass
 
 
-class Rejected(Exception):
+class RejectedError(Exception):
     error_code = "INVALID_PARAMETER_VALUE"
 
 
@@ -30,7 +30,7 @@ class RecordingBackend:
 
     def _check(self) -> None:
         if self.down.is_set():
-            raise Unreachable("connection refused")
+            raise UnreachableError("connection refused")
 
     def create_run(self, experiment: str, run_name: str | None, tags: Mapping[str, str]) -> str:
         self._check()
@@ -40,7 +40,7 @@ class RecordingBackend:
     def log_batch(self, run_id, metrics, params, tags) -> None:
         self._check()
         if params.get("bad"):
-            raise Rejected("Changing param values is not allowed")
+            raise RejectedError("Changing param values is not allowed")
         self.calls.append(("batch", (run_id, len(metrics), len(params), len(tags))))
         self.metrics.extend(metrics)
         self.params.update(params)
