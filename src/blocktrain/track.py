@@ -506,7 +506,10 @@ def _param_strings(params: Mapping[str, object]) -> dict[str, str]:
 @contextlib.contextmanager
 def terminate_on_sigterm() -> Generator[None]:
     """Turn SIGTERM into :class:`Terminated` in the main thread for the block's duration."""
-    if threading.current_thread() is not threading.main_thread():
+    from blocktrain import restart  # noqa: PLC0415
+
+    # In a launched job SIGTERM means preemption: the restart protocol checkpoints instead.
+    if threading.current_thread() is not threading.main_thread() or restart.active():
         yield
         return
 

@@ -1,0 +1,181 @@
+"""Launch profiles: the Slurm resources and restart policy of a job, from ``slurm/<name>.yaml``.
+
+Validation reuses the argument checker, so a typo names the valid keys and a wrong type says
+what was expected, with the file and line.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, cast
+
+import yaml
+
+from blocktrain.argfiles import ArgSet, load_arg_file
+from blocktrain.argtypes import Mismatch, coerce
+from blocktrain.errors import BlocktrainError
+
+Unlimited = Literal["unlimited"]
+_SIGNALS = frozenset({"USR1", "USR2", "TERM", "INT", "HUP", "URG", "XCPU"})
+
+
+class ProfileError(BlocktrainError):
+    """A launch profile that cannot be used as written."""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Restarts:
+    """How many requeues each cause may spend; ``unlimited`` for no bound."""
+
+    timeouts: int | Unlimited = "unlimited"
+    preemptions: int | Unlimited = "unlimited"
+    crashes: int | Unlimited = 0
+
+    def __post_init__(self) -> None:
+        for name in ("timeouts", "preemptions", "crashes"):
+            value = getattr(self, name)
+            if isinstance(value, int) and value < 0:
+                raise ValueError(f"restarts.{name} must be >= 0 or 'unlimited', got {value}")
+
+    def allows(self, cause: str, spent: int) -> bool:
+        budget = getattr(
+            self, {"timeout": "timeouts", "preemption": "preemptions"}.get(cause, "crashes")
+        )
+        return budget == "unlimited" or spent < budget
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Profile:
+    """Resources and policy of a job. GPUs per node is also the number of tasks per node."""
+
+    partition: str | None = None
+    nodes: int = 1
+    gpus_per_node: int = 0
+    tasks_per_node: int | None = None
+    cpus_per_task: int = 1
+    mem: str | None = None
+    time: str = "01:00:00"
+    signal: str = "USR1"
+    signal_lead_s: int = 120
+    restarts: Restarts = field(default_factory=Restarts)
+    account: str | None = None
+    qos: str | None = None
+    constraint: str | None = None
+    sbatch: dict[str, str] = field(default_factory=dict[str, str])
+    image: str | None = None
+    binds: list[str] = field(default_factory=list[str])
+    env: dict[str, str] = field(default_factory=dict[str, str])
+    array_parallelism: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.nodes < 1 or self.cpus_per_task < 1 or self.gpus_per_node < 0:
+            raise ValueError("nodes and cpus_per_task must be >= 1, gpus_per_node >= 0")
+        if self.tasks_per_node is not None and self.tasks_per_node < 1:
+            raise ValueError("tasks_per_node must be >= 1")
+        if self.gpus_per_node and self.tasks_per_node not in (None, self.gpus_per_node):
+            raise ValueError("with GPUs, tasks_per_node is gpus_per_node (one task per GPU)")
+        time_minutes(self.time)
+        if self.signal.removeprefix("SIG") not in _SIGNALS:
+            raise ValueError(f"signal must be one of {', '.join(sorted(_SIGNALS))}")
+        if not 0 < self.signal_lead_s <= 65535:
+            raise ValueError("signal_lead_s must be between 1 and 65535 seconds")
+
+    @property
+    def tasks(self) -> int:
+        """Tasks per node: one per GPU, else ``tasks_per_node`` (default 1)."""
+        return self.gpus_per_node or self.tasks_per_node or 1
+
+    @property
+    def world_size(self) -> int:
+        return self.nodes * self.tasks
+
+    @property
+    def signal_name(self) -> str:
+        return self.signal.removeprefix("SIG")
+
+
+def time_minutes(text: str) -> int:
+    """Slurm's time formats in whole minutes, rounded up.
+
+    ``MM``, ``MM:SS``, ``HH:MM:SS``, ``D-HH``, ``D-HH:MM``, ``D-HH:MM:SS``.
+    """
+    days, _, clock = text.strip().rpartition("-")
+    fields = clock.split(":")
+    if not all(f.isdigit() for f in fields) or (days and not days.isdigit()) or len(fields) > 3:
+        raise ValueError(f"time {text!r} is not a Slurm time such as 01:30:00 or 2-00:00:00")
+    numbers = [int(f) for f in fields]
+    if days:  # D-HH, D-HH:MM, D-HH:MM:SS
+        h, m, sec = [*numbers, 0, 0][:3]
+        seconds = ((int(days) * 24 + h) * 60 + m) * 60 + sec
+    elif len(numbers) == 3:
+        seconds = (numbers[0] * 60 + numbers[1]) * 60 + numbers[2]
+    elif len(numbers) == 2:
+        seconds = numbers[0] * 60 + numbers[1]
+    else:
+        seconds = numbers[0] * 60
+    if seconds <= 0:
+        raise ValueError(f"time {text!r} must be positive")
+    return -(-seconds // 60)
+
+
+def profile_path(root: Path, name: str) -> Path:
+    return root / "slurm" / f"{name}.yaml"
+
+
+def available_profiles(root: Path) -> list[str]:
+    return sorted(p.stem for p in (root / "slurm").glob("*.yaml"))
+
+
+def load_profile(root: Path, name: str, overrides: Iterable[str] = ()) -> Profile:
+    """Read ``slurm/<name>.yaml`` and apply ``KEY=VALUE`` overrides (dotted keys, YAML values)."""
+    path = profile_path(root, name)
+    if not path.is_file():
+        known = ", ".join(available_profiles(root)) or "none"
+        raise ProfileError(f"no profile {name!r} ({path}); available: {known}")
+    loaded = load_arg_file(path)
+    for item in overrides:
+        _apply_override(loaded, item)
+    return _build(loaded, path)
+
+
+def _apply_override(loaded: ArgSet, item: str) -> None:
+    key, sep, raw = item.partition("=")
+    if not sep or not key:
+        raise ProfileError(
+            f"profile override {item!r} must look like KEY=VALUE (e.g. time=02:00:00)"
+        )
+    try:
+        value = yaml.safe_load(raw) if raw else None
+    except yaml.YAMLError:
+        value = raw
+    path = tuple(key.split("."))
+    target: dict[str, object] = loaded.values
+    for part in path[:-1]:
+        nested = target.setdefault(part, {})
+        if not isinstance(nested, dict):
+            raise ProfileError(f"profile override {item!r}: {part} is not a mapping")
+        target = cast("dict[str, object]", nested)
+    target[path[-1]] = value
+    loaded.origins[path] = f"--slurm {item}"
+
+
+def _build(loaded: ArgSet, path: Path) -> Profile:
+    try:
+        profile = coerce(loaded.values, Profile)
+    except Mismatch as exc:
+        where = loaded.origin(exc.path) or str(path)
+        key = ".".join(exc.path)
+        raise ProfileError(f"{where}: {key + ': ' if key else ''}{exc.message}") from None
+    return cast("Profile", profile)
+
+
+def profile_fields() -> list[str]:
+    return [f.name for f in dataclasses.fields(Profile)]
+
+
+def as_dict(profile: Profile) -> dict[str, object]:
+    """The profile as plain data, for records and MLflow tags."""
+    return dataclasses.asdict(profile)

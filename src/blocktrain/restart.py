@@ -1,0 +1,206 @@
+"""The periodic-restart protocol inside a launched job's tasks.
+
+Slurm signals the tasks ahead of the time limit (the profile's ``signal``, ``signal_lead_s``
+seconds before), on preemption (SIGTERM), or on ``slurm-stop``. The handler only sets a flag.
+The training loop asks :func:`should_stop` at each step boundary; all ranks agree on the
+answer, checkpoint together, and call :func:`stop_now`, which raises:
+
+- :class:`~blocktrain.errors.RequeueRequested` when the cause's restart budget allows another
+  attempt; rank 0 leaves a marker that the batch script (outside any container) turns into
+  ``scontrol requeue``;
+- :class:`StopRequested` for ``slurm-stop`` (the run ends KILLED and can be relaunched);
+- :class:`RestartBudgetError` when the cause's budget is spent (the run ends FAILED).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import json
+import os
+import signal
+import threading
+import time
+from collections.abc import Generator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Literal, NoReturn
+
+from blocktrain.errors import BlocktrainError, RequeueRequested, Terminated
+
+Cause = Literal["timeout", "preemption", "stop"]
+Budget = int | Literal["unlimited"]
+# A signal this close to (lead time before) the time limit counts as the time limit.
+_TIMEOUT_MARGIN_S = 60.0
+_current: contextvars.ContextVar[RestartProtocol | None] = contextvars.ContextVar(
+    "blocktrain_restart", default=None
+)
+
+
+class StopRequested(BaseException):
+    """``slurm-stop``: checkpointed, not requeued; the run can be relaunched later."""
+
+
+class RestartBudgetError(BlocktrainError):
+    """The job would need another attempt for a cause whose restart budget is spent."""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RestartConfig:
+    """What the launcher tells each task (through ``BLOCKTRAIN_RESTART_*`` variables)."""
+
+    signal: str = "USR1"
+    time_limit_s: float | None = None
+    lead_s: float = 120.0
+    run_dir: Path
+    marker_dir: Path
+    job_key: str
+    budgets: Mapping[str, Budget] = field(default_factory=dict[str, Budget])
+
+    @classmethod
+    def from_environ(cls, env: Mapping[str, str]) -> RestartConfig | None:
+        """None when the process was not started by ``slurm-launch``."""
+        run_dir = env.get("BLOCKTRAIN_RUN_DIR")
+        marker_dir = env.get("BLOCKTRAIN_REQUEUE_DIR")
+        if not run_dir or not marker_dir:
+            return None
+        array_job, array_task = env.get("SLURM_ARRAY_JOB_ID"), env.get("SLURM_ARRAY_TASK_ID")
+        job_key = (
+            f"{array_job}_{array_task}"
+            if array_job and array_task
+            else env.get("SLURM_JOB_ID", "local")
+        )
+        limit = env.get("BLOCKTRAIN_TIME_LIMIT_S")
+        return cls(
+            signal=env.get("BLOCKTRAIN_RESTART_SIGNAL", "USR1"),
+            time_limit_s=float(limit) if limit else None,
+            lead_s=float(env.get("BLOCKTRAIN_RESTART_LEAD_S", "120")),
+            run_dir=Path(run_dir),
+            marker_dir=Path(marker_dir),
+            job_key=job_key,
+            budgets=json.loads(env.get("BLOCKTRAIN_RESTART_BUDGETS", "{}")),
+        )
+
+
+def classify(
+    signal_name: str | None, elapsed_s: float, config: RestartConfig, stop_marker: bool
+) -> Cause:
+    """Why the job must stop: a stop request, its time limit, or a preemption."""
+    if stop_marker:
+        return "stop"
+    limit = config.time_limit_s
+    near_limit = limit is not None and elapsed_s >= limit - config.lead_s - _TIMEOUT_MARGIN_S
+    return "timeout" if signal_name == config.signal and near_limit else "preemption"
+
+
+def budget_allows(budgets: Mapping[str, Budget], cause: str, spent: Mapping[str, int]) -> bool:
+    budget = budgets.get(cause, "unlimited")
+    return budget == "unlimited" or spent.get(cause, 0) < budget
+
+
+@dataclass(slots=True)
+class RestartProtocol:
+    """Per-process state: which signal arrived, and whether user code ever polls."""
+
+    config: RestartConfig
+    started: float = field(default_factory=time.monotonic)
+    received: str | None = None
+    polled: bool = False
+
+    def handle(self, signum: int, frame: FrameType | None) -> None:
+        name = signal.Signals(signum).name.removeprefix("SIG")
+        if self.received is None:
+            self.received = name
+        if not self.polled and name == "TERM":
+            # Code that never asks should_stop() cannot checkpoint; end it like a plain SIGTERM.
+            raise Terminated("received SIGTERM (the entry function does not poll should_stop)")
+
+    def cause(self) -> Cause:
+        stop = (self.config.run_dir / "stop").exists()
+        return classify(self.received, time.monotonic() - self.started, self.config, stop)
+
+
+def should_stop() -> bool:
+    """True on every rank once any rank was signalled; call it at each step boundary."""
+    protocol = _current.get()
+    if protocol is None:
+        return False
+    protocol.polled = True
+    from blocktrain import distributed  # noqa: PLC0415 - imports torch only when distributed
+
+    return distributed.all_agree(protocol.received is not None)
+
+
+def stop_now() -> NoReturn:
+    """After the checkpoint: leave this attempt the way its cause asks (see module docstring)."""
+    protocol = _current.get()
+    if protocol is None:
+        raise RequeueRequested("not launched by slurm-launch")
+    config, cause = protocol.config, protocol.cause()
+    if cause == "stop":
+        raise StopRequested("stopped by slurm-stop")
+    spent = _read_counts(config.run_dir)
+    if not budget_allows(config.budgets, cause, spent):
+        raise RestartBudgetError(
+            f"{cause} restart budget spent ({spent.get(cause, 0)} of {config.budgets.get(cause)}); "
+            "raise restarts in the profile and relaunch with slurm-launch --run-id"
+        )
+    if _is_rank_zero():
+        request_requeue(config, cause, spent)
+    raise RequeueRequested(cause)
+
+
+def request_requeue(config: RestartConfig, cause: str, spent: Mapping[str, int]) -> None:
+    """Spend one unit of ``cause``'s budget and leave the marker the batch script acts on."""
+    counts = {**spent, cause: spent.get(cause, 0) + 1}
+    _write_json(config.run_dir / "restarts.json", counts)
+    config.marker_dir.mkdir(parents=True, exist_ok=True)
+    _write_json(config.marker_dir / config.job_key, {"cause": cause})
+
+
+def _read_counts(run_dir: Path) -> dict[str, int]:
+    try:
+        return {
+            str(k): int(v) for k, v in json.loads((run_dir / "restarts.json").read_text()).items()
+        }
+    except (FileNotFoundError, ValueError):
+        return {}
+
+
+def _write_json(path: Path, data: object) -> None:
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with temporary.open("w") as out:
+        json.dump(data, out)
+        out.flush()
+        os.fsync(out.fileno())
+    temporary.replace(path)
+
+
+def _is_rank_zero() -> bool:
+    from blocktrain.runinfo import job_context  # noqa: PLC0415
+
+    return job_context(os.environ).is_rank_zero
+
+
+@contextlib.contextmanager
+def protocol(config: RestartConfig) -> Generator[RestartProtocol]:
+    """Install the handlers for the restart signal and SIGTERM for the block (main thread)."""
+    state = RestartProtocol(config=config)
+    token = _current.set(state)
+    signals = {signal.SIGTERM, getattr(signal, f"SIG{config.signal}")}
+    previous: dict[signal.Signals, object] = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in signals:
+            previous[sig] = signal.signal(sig, state.handle)
+    try:
+        yield state
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)  # pyright: ignore[reportArgumentType]
+        _current.reset(token)
+
+
+def active() -> bool:
+    """Whether this process runs under the restart protocol (a ``slurm-launch`` job)."""
+    return _current.get() is not None
