@@ -37,7 +37,7 @@ def load_arg_files(paths: Iterable[str | Path]) -> ArgSet:
     merged = ArgSet()
     for path in paths:
         one = load_arg_file(path)
-        _merge(merged.values, one.values)
+        merge_into(merged.values, one.values)
         merged.origins.update(one.origins)
     return merged
 
@@ -100,10 +100,11 @@ def _mapping(
     return out
 
 
-def _merge(base: dict[str, object], update: Mapping[str, object]) -> None:
+def merge_into(base: dict[str, object], update: Mapping[str, object]) -> None:
+    """Deep-merge ``update`` into ``base``: mappings key by key, anything else replaced."""
     for key, value in update.items():
         current = base.get(key)
         if isinstance(current, dict) and isinstance(value, Mapping):
-            _merge(current, value)  # pyright: ignore[reportUnknownArgumentType]
+            merge_into(current, value)  # pyright: ignore[reportUnknownArgumentType]
         else:
             base[key] = value

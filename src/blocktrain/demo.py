@@ -51,8 +51,8 @@ def train(
         optim: optimizer settings
         seed: seed for data and weights
     """
-    import torch  # noqa: PLC0415 - keeps `--help` and argument checks fast
-    from torch import nn  # noqa: PLC0415
+    import torch
+    from torch import nn
 
     generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)  # pyright: ignore[reportUnknownMemberType]
@@ -82,7 +82,7 @@ def shapes(
     count: int, noise: float, generator: torch.Generator
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``count`` noisy 16x16 images of random shapes at random places, and their labels."""
-    import torch  # noqa: PLC0415
+    import torch
 
     labels = torch.randint(0, len(CLASSES), (count,), generator=generator)
     images = torch.zeros(count, 1, 16, 16)

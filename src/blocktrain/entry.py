@@ -25,10 +25,9 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import defopt  # pyright: ignore[reportMissingTypeStubs]
 import yaml
 
-from blocktrain.argfiles import ArgSet, load_arg_files
+from blocktrain.argfiles import ArgSet, load_arg_files, merge_into
 from blocktrain.argtypes import Mismatch, coerce, describe
 from blocktrain.errors import ArgsError, BlocktrainError
 from blocktrain.redact import Redactor
@@ -77,7 +76,7 @@ def resolve(
     """
     loaded = load_arg_files(arg_files)
     if overrides:
-        loaded.values.update(overrides)
+        merge_into(loaded.values, overrides)
         loaded.origins.update({(k,): "override" for k in overrides})
     given = validate(func, loaded)
     resolved: dict[str, JSON] = {}
@@ -200,6 +199,8 @@ def _defopt_bind(
     parsers: dict[Any, Callable[[str], Any]],
     wants_help: bool,
 ) -> dict[str, object]:
+    import defopt  # pyright: ignore[reportMissingTypeStubs] - launchers only validate
+
     options: dict[str, Any] = {
         "argv": argv,
         "parsers": parsers,

@@ -51,3 +51,16 @@ def git_state(folder: Path) -> GitState | None:
         dirty=bool(diff),
         diff=diff,
     )
+
+
+def git_tags(state: GitState | None) -> dict[str, str]:
+    """MLflow tags describing the code state (MLflow's own names where it has them)."""
+    if state is None:
+        return {"blocktrain.git": "none"}
+    tags = {
+        "mlflow.source.git.commit": state.commit,
+        "blocktrain.git.dirty": str(state.dirty).lower(),
+    }
+    if state.branch:
+        tags["mlflow.source.git.branch"] = state.branch
+    return tags

@@ -45,7 +45,7 @@ class MlflowBackend:
     """Implements :class:`blocktrain.runwriter.Backend` with an ``MlflowClient``."""
 
     def __init__(self, uri: str, artifact_root: Path | None = None) -> None:
-        from mlflow import MlflowClient  # noqa: PLC0415 - heavy import kept off start-up paths
+        from mlflow import MlflowClient
 
         self.uri = uri
         self._artifact_root = artifact_root
@@ -73,7 +73,7 @@ class MlflowBackend:
         params: Mapping[str, str],
         tags: Mapping[str, str],
     ) -> None:
-        from mlflow.entities import Metric, Param, RunTag  # noqa: PLC0415
+        from mlflow.entities import Metric, Param, RunTag
 
         self.client.log_batch(
             run_id,

@@ -550,7 +550,7 @@ def _resolved_arguments(
 
 def _tracked_run() -> tuple[str | None, Metrics | None]:
     """The run link and latest metrics of the ``@track`` call this one runs inside, if any."""
-    from blocktrain.track import current  # noqa: PLC0415 - track is not needed to notify
+    from blocktrain.track import current
 
     tracker = current()
     if tracker is None:

@@ -27,6 +27,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Literal, NoReturn
 
+from blocktrain.atomic import write_text_atomic
 from blocktrain.errors import BlocktrainError, RequeueRequested, Terminated
 
 Cause = Literal["timeout", "preemption", "stop"]
@@ -127,7 +128,7 @@ def should_stop() -> bool:
     if protocol is None:
         return False
     protocol.polled = True
-    from blocktrain import distributed  # noqa: PLC0415 - imports torch only when distributed
+    from blocktrain import distributed
 
     return distributed.all_agree(protocol.received is not None)
 
@@ -140,7 +141,7 @@ def stop_now() -> NoReturn:
     config, cause = protocol.config, protocol.cause()
     if cause == "stop":
         raise StopRequested("stopped by slurm-stop")
-    spent = _read_counts(config.run_dir)
+    spent = read_counts(config.run_dir)
     if not budget_allows(config.budgets, cause, spent):
         raise RestartBudgetError(
             f"{cause} restart budget spent ({spent.get(cause, 0)} of {config.budgets.get(cause)}); "
@@ -159,7 +160,7 @@ def request_requeue(config: RestartConfig, cause: str, spent: Mapping[str, int])
     _write_json(config.marker_dir / config.job_key, {"cause": cause})
 
 
-def _read_counts(run_dir: Path) -> dict[str, int]:
+def read_counts(run_dir: Path) -> dict[str, int]:
     try:
         return {
             str(k): int(v) for k, v in json.loads((run_dir / "restarts.json").read_text()).items()
@@ -169,16 +170,11 @@ def _read_counts(run_dir: Path) -> dict[str, int]:
 
 
 def _write_json(path: Path, data: object) -> None:
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with temporary.open("w") as out:
-        json.dump(data, out)
-        out.flush()
-        os.fsync(out.fileno())
-    temporary.replace(path)
+    write_text_atomic(path, json.dumps(data))
 
 
 def _is_rank_zero() -> bool:
-    from blocktrain.runinfo import job_context  # noqa: PLC0415
+    from blocktrain.runinfo import job_context
 
     return job_context(os.environ).is_rank_zero
 

@@ -24,7 +24,7 @@ def _torch_facts() -> dict[str, str]:
     # Only when torch is installed: the job imports it anyway, so this costs nothing extra there.
     if importlib.util.find_spec("torch") is None:
         return {}
-    import torch  # noqa: PLC0415
+    import torch
 
     facts = {"sys.torch": str(torch.__version__)}
     if torch.cuda.is_available():

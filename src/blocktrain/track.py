@@ -29,7 +29,7 @@ from types import FrameType
 from typing import Any, ParamSpec, TypeVar, overload
 
 from blocktrain.errors import RequeueRequested, Terminated, TrackingError
-from blocktrain.gitstate import git_state
+from blocktrain.gitstate import git_state, git_tags
 from blocktrain.mlflowbackend import (
     EMBEDDED_ARTIFACTS,
     MlflowBackend,
@@ -142,7 +142,7 @@ class Tracker:
 
     def log_params(self, params: Mapping[str, object]) -> None:
         if self.writer is not None and params:
-            self.writer.submit(Op("params", {"items": _param_strings(params)}))
+            self.writer.submit(Op("params", {"items": param_strings(params)}))
 
     def set_tags(self, tags: Mapping[str, str]) -> None:
         if self.writer is not None and tags:
@@ -270,7 +270,7 @@ def tracking(
 
 
 def _with_run_id(context: JobContext, run_id: str) -> JobContext:
-    from dataclasses import replace  # noqa: PLC0415
+    from dataclasses import replace
 
     return replace(context, run_id=run_id)
 
@@ -309,7 +309,7 @@ def _open_run(
     config, context = tracker.config, tracker.context
     artifact_root = config.root / EMBEDDED_ARTIFACTS if config.embedded else None
     backend = MlflowBackend(config.tracking_uri, artifact_root)
-    params = _param_strings({k: redact(str(v)) for k, v in flatten(dict(args)).items()})
+    params = param_strings({k: redact(str(v)) for k, v in flatten(dict(args)).items()})
     _replay_unsent(backend, config.log_dir / "unsent")
     previous_attempt = 0
     if context.run_id is not None:
@@ -382,15 +382,8 @@ def _code_tags(
 ) -> tuple[dict[str, str], Path | None]:
     """Git tags for a new run, and the folder holding the dirty diff if there is one."""
     state = git_state(_source_folder(source))
-    if state is None:
-        return {"blocktrain.git": "none"}, None
-    tags = {
-        "mlflow.source.git.commit": state.commit,
-        "blocktrain.git.dirty": str(state.dirty).lower(),
-    }
-    if state.branch:
-        tags["mlflow.source.git.branch"] = state.branch
-    if not state.dirty:
+    tags = git_tags(state)
+    if state is None or not state.dirty:
         return tags, None
     code_dir = tracker.attempt_dir.parent / "code"
     code_dir.mkdir(parents=True, exist_ok=True)
@@ -424,7 +417,7 @@ def _attempt_tags(tracker: Tracker) -> dict[str, str]:
 
 @contextlib.contextmanager
 def _captured_logs(tracker: Tracker, redact: Redactor) -> Generator[None]:
-    from blocktrain.capture import captured  # noqa: PLC0415 - only tracked calls need it
+    from blocktrain.capture import captured
 
     rank = tracker.context.rank
     folder = tracker.attempt_dir
@@ -493,7 +486,8 @@ def _announce(line: str) -> None:
     sys.stderr.flush()
 
 
-def _param_strings(params: Mapping[str, object]) -> dict[str, str]:
+def param_strings(params: Mapping[str, object]) -> dict[str, str]:
+    """MLflow param values: JSON for lists and mappings, cut to MLflow's length limit."""
     out: dict[str, str] = {}
     for key, value in params.items():
         text = json.dumps(value) if isinstance(value, list | dict) else str(value)
@@ -506,7 +500,7 @@ def _param_strings(params: Mapping[str, object]) -> dict[str, str]:
 @contextlib.contextmanager
 def terminate_on_sigterm() -> Generator[None]:
     """Turn SIGTERM into :class:`Terminated` in the main thread for the block's duration."""
-    from blocktrain import restart  # noqa: PLC0415
+    from blocktrain import restart
 
     # In a launched job SIGTERM means preemption: the restart protocol checkpoints instead.
     if threading.current_thread() is not threading.main_thread() or restart.active():

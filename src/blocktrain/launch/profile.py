@@ -64,7 +64,7 @@ class Profile:
     account: str | None = None
     qos: str | None = None
     constraint: str | None = None
-    sbatch: dict[str, str] = field(default_factory=dict[str, str])
+    sbatch: dict[str, str | int | bool] = field(default_factory=dict[str, str | int | bool])
     image: str | None = None
     binds: list[str] = field(default_factory=list[str])
     env: dict[str, str] = field(default_factory=dict[str, str])

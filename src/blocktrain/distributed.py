@@ -1,0 +1,293 @@
+"""torch.distributed set-up from torch-style or Slurm variables, and the collectives the restart
+protocol needs.
+
+:func:`rendezvous` is a pure function of an environment mapping: who this process is and where
+rank 0 listens. :func:`process_group` applies it for a block of code. Importing this module does
+not import torch; the functions that need it import it when called.
+
+The restart protocol: a signal handler only sets a flag (on whichever ranks got the signal);
+at the next step boundary every rank calls :func:`all_agree` with its flag and all of them
+checkpoint and stop together, or none does.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import re
+import socket
+import sys
+from collections.abc import Generator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
+
+# All tasks of a Slurm job derive the same port from the job id, inside [BASE, BASE + SPAN).
+_PORT_BASE = 15000
+_PORT_SPAN = 20000
+_TORCH_DEFAULT_PORT = 29500
+_LOOPBACK = "127.0.0.1"
+_ENV_NAMES = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+_BRACKETS = re.compile(r"\[([^\[\]]*)\]")
+_RANGE = re.compile(r"(\d+)(?:-(\d+))?")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Rendezvous:
+    """Where this process sits in the job and where rank 0 listens."""
+
+    rank: int
+    local_rank: int
+    world_size: int
+    master_addr: str
+    master_port: int
+
+    @property
+    def is_distributed(self) -> bool:
+        return self.world_size > 1
+
+    def env(self) -> dict[str, str]:
+        """The torch-style variables (``env://`` initialisation reads them)."""
+        values = (self.rank, self.local_rank, self.world_size, self.master_addr, self.master_port)
+        return {name: str(value) for name, value in zip(_ENV_NAMES, values, strict=True)}
+
+
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    value = env.get(name, "").strip()
+    if not value:
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(f"{name}={value!r} is not an integer") from None
+
+
+def _ranks(env: Mapping[str, str]) -> tuple[int, int, int]:
+    """(rank, local rank, world size): torch-style variables first, then Slurm's, then 0, 0, 1."""
+    if "RANK" in env or "WORLD_SIZE" in env:
+        rank = _int(env, "RANK", 0)
+        local_rank = _int(env, "LOCAL_RANK", _int(env, "SLURM_LOCALID", 0))
+        return rank, local_rank, _int(env, "WORLD_SIZE", 1)
+    if "SLURM_PROCID" in env:
+        world = _int(env, "SLURM_NTASKS", _int(env, "SLURM_STEP_NUM_TASKS", 1))
+        return _int(env, "SLURM_PROCID", 0), _int(env, "SLURM_LOCALID", 0), world
+    return 0, 0, 1
+
+
+def _split_top_level(hostlist: str) -> list[str]:
+    items: list[str] = []
+    depth = start = 0
+    for i, char in enumerate(hostlist):
+        if char in "[]":
+            depth += 1 if char == "[" else -1
+        if depth not in (0, 1):
+            raise ValueError(f"unbalanced brackets in Slurm hostlist {hostlist!r}")
+        if char == "," and depth == 0:
+            items.append(hostlist[start:i])
+            start = i + 1
+    if depth:
+        raise ValueError(f"unbalanced brackets in Slurm hostlist {hostlist!r}")
+    items.append(hostlist[start:])
+    return [item.strip() for item in items if item.strip()]
+
+
+def _expand_ranges(ranges: str, hostlist: str) -> list[str]:
+    """``01-03,7`` -> ``01 02 03 7``: each range keeps the width of its lower bound."""
+    numbers: list[str] = []
+    for part in ranges.split(","):
+        match = _RANGE.fullmatch(part.strip())
+        if match is None:
+            raise ValueError(f"bad range {part!r} in Slurm hostlist {hostlist!r}")
+        low, high = match.group(1), match.group(2) or match.group(1)
+        if int(high) < int(low):
+            raise ValueError(f"descending range {part!r} in Slurm hostlist {hostlist!r}")
+        numbers.extend(f"{n:0{len(low)}d}" for n in range(int(low), int(high) + 1))
+    return numbers
+
+
+def expand_hostlist(hostlist: str) -> list[str]:
+    """Expand Slurm's compact host list (``node[01-03,07],gpu5``) as ``scontrol show hostnames``.
+
+    Zero padding is kept, and several bracket groups in one name give their product
+    (``r[1-2]-n[1-2]`` -> ``r1-n1 r1-n2 r2-n1 r2-n2``). Raises ``ValueError`` on malformed text.
+    """
+    hosts: list[str] = []
+    for item in _split_top_level(hostlist):
+        parts = _BRACKETS.split(item)  # literal, ranges, literal, ranges, ..., literal
+        if any("[" in text or "]" in text for text in parts[::2]):
+            raise ValueError(f"unbalanced brackets in Slurm hostlist {hostlist!r}")
+        choices = [
+            [text] if i % 2 == 0 else _expand_ranges(text, hostlist) for i, text in enumerate(parts)
+        ]
+        hosts.extend("".join(combination) for combination in itertools.product(*choices))
+    return hosts
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((_LOOPBACK, 0))
+        return int(sock.getsockname()[1])
+
+
+def _slurm_nodelist(env: Mapping[str, str]) -> str | None:
+    # A step may run on a subset of the job's nodes: its own list comes first.
+    for name in ("SLURM_STEP_NODELIST", "SLURM_JOB_NODELIST", "SLURM_NODELIST"):
+        if env.get(name, "").strip():
+            return env[name]
+    return None
+
+
+def _master_addr(env: Mapping[str, str]) -> str:
+    if env.get("MASTER_ADDR", "").strip():
+        return env["MASTER_ADDR"].strip()
+    nodelist = _slurm_nodelist(env)
+    if nodelist is None:
+        return _LOOPBACK
+    hosts = expand_hostlist(nodelist)
+    if not hosts:
+        raise ValueError(f"empty Slurm hostlist {nodelist!r}")
+    return hosts[0]
+
+
+def _master_port(env: Mapping[str, str], world_size: int) -> int:
+    for name in ("MASTER_PORT", "BLOCKTRAIN_MASTER_PORT"):
+        if env.get(name, "").strip():
+            return _int(env, name, 0)
+    job_id = _int(env, "SLURM_JOB_ID", _int(env, "SLURM_JOBID", -1))
+    if job_id >= 0:
+        return _PORT_BASE + job_id % _PORT_SPAN
+    # Several processes without a job id to agree on: torch's own default.
+    return _TORCH_DEFAULT_PORT if world_size > 1 else _free_port()
+
+
+def rendezvous(env: Mapping[str, str]) -> Rendezvous:
+    """Rank, world size and rank 0's address from torch-style, else Slurm, variables.
+
+    Torch-style (``RANK``, ``LOCAL_RANK``, ``WORLD_SIZE``, ``MASTER_ADDR``, ``MASTER_PORT``, as
+    torchrun sets them) win. Under ``srun`` the ranks come from ``SLURM_PROCID``,
+    ``SLURM_LOCALID`` and ``SLURM_NTASKS``, the address is the first host of the step's (else
+    the job's) node list, and the port is ``15000 + job id % 20000``, so that every task
+    agrees without talking; ``BLOCKTRAIN_MASTER_PORT`` overrides it. Without either: a single
+    process on 127.0.0.1 and a free port.
+    """
+    rank, local_rank, world_size = _ranks(env)
+    return Rendezvous(
+        rank=rank,
+        local_rank=local_rank,
+        world_size=world_size,
+        master_addr=_master_addr(env),
+        master_port=_master_port(env, world_size),
+    )
+
+
+@contextmanager
+def _environ(values: Mapping[str, str]) -> Generator[None]:
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def _select_device(local_rank: int) -> torch.device | None:
+    """Bind this process to its GPU; tasks that see one GPU each (``--gpus-per-task``) use 0."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    device = torch.device("cuda", local_rank % torch.cuda.device_count())
+    torch.cuda.set_device(device)
+    return device
+
+
+@contextmanager
+def process_group(backend: str | None = None, timeout_s: float = 1800) -> Generator[Rendezvous]:
+    """Set up torch.distributed for the block from ``os.environ``; tear it down afterwards.
+
+    Exports the torch-style variables for the block, binds the process to GPU ``local_rank``
+    when CUDA is available, and, when there is more than one process, initialises the default
+    process group (NCCL with CUDA, Gloo without, unless ``backend`` says otherwise). A group
+    that already exists is used as it is and left alone; one made here is destroyed on exit,
+    on an exception too.
+    """
+    import torch.distributed as dist
+
+    place = rendezvous(os.environ)
+    with _environ(place.env()):
+        device = _select_device(place.local_rank)
+        owned = place.is_distributed and not dist.is_initialized()
+        if owned:
+            chosen = backend or ("nccl" if device is not None else "gloo")
+            dist.init_process_group(
+                backend=chosen,
+                init_method="env://",
+                rank=place.rank,
+                world_size=place.world_size,
+                timeout=timedelta(seconds=timeout_s),
+                device_id=device if chosen == "nccl" else None,
+            )
+        try:
+            yield place
+        finally:
+            if owned and dist.is_initialized():
+                dist.destroy_process_group()
+
+
+def _is_initialized() -> bool:
+    # No process group can exist before torch.distributed is imported; this keeps torch out of
+    # processes that never use it.
+    if "torch.distributed" not in sys.modules:
+        return False
+    import torch.distributed as dist
+
+    return dist.is_available() and dist.is_initialized()
+
+
+def is_rank_zero() -> bool:
+    """Whether this is rank 0: of the process group if there is one, else of the environment."""
+    if _is_initialized():
+        import torch.distributed as dist
+
+        return dist.get_rank() == 0
+    return _ranks(os.environ)[0] == 0
+
+
+def barrier() -> None:
+    """Wait for every rank of the process group; nothing to wait for without one."""
+    if _is_initialized():
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
+def _collective_device() -> torch.device:
+    import torch
+    import torch.distributed as dist
+
+    if "nccl" in str(dist.get_backend()) and torch.cuda.is_available():
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def all_agree(flag: bool) -> bool:
+    """True on every rank when any rank passes True (a collective: every rank must call it).
+
+    Without a process group, ``flag`` itself.
+    """
+    if not _is_initialized():
+        return flag
+    import torch
+    import torch.distributed as dist
+
+    vote = torch.tensor([int(flag)], dtype=torch.int32, device=_collective_device())
+    dist.all_reduce(vote, op=dist.ReduceOp.MAX)
+    return bool(vote.item())

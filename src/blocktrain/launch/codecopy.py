@@ -1,0 +1,63 @@
+"""A frozen copy of the project's code, so that every attempt of a run executes the same code.
+
+The copy holds what git would commit (tracked files and untracked files that are not ignored,
+with their uncommitted changes); outside a git repository, ``src/`` and the top-level files.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from collections.abc import Iterable
+from pathlib import Path
+
+from blocktrain.errors import BlocktrainError
+
+_SKIP_PARTS = frozenset(
+    {".git", ".blocktrain", ".venv", "__pycache__", ".pytest_cache", ".ruff_cache"}
+)
+
+
+def project_files(root: Path) -> list[Path]:
+    """Relative paths of the files that make up the project's code."""
+    command = ["git", "-C", str(root), "ls-files", "-z", "--cached", "--others"]
+    try:
+        done = subprocess.run(
+            [*command, "--exclude-standard"], capture_output=True, check=False, timeout=60
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        done = None
+    if done is not None and done.returncode == 0:
+        names = [Path(n) for n in done.stdout.decode().split("\0") if n]
+    else:
+        names = [p.relative_to(root) for p in _walk(root)]
+    return [n for n in names if not _SKIP_PARTS.intersection(n.parts) and (root / n).is_file()]
+
+
+def _walk(root: Path) -> Iterable[Path]:
+    yield from (p for p in root.iterdir() if p.is_file())
+    source = root / "src"
+    if source.is_dir():
+        yield from (p for p in source.rglob("*") if p.is_file())
+
+
+def freeze_code(root: Path, destination: Path) -> int:
+    """Copy the project's code into a new folder ``destination``; returns the file count."""
+    if destination.exists():
+        raise BlocktrainError(f"{destination} already exists; refusing to overwrite a code copy")
+    files = project_files(root)
+    temporary = destination.with_name(destination.name + ".partial")
+    shutil.rmtree(temporary, ignore_errors=True)
+    for name in files:
+        target = temporary / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(root / name, target)
+    temporary.mkdir(parents=True, exist_ok=True)
+    temporary.rename(destination)
+    return len(files)
+
+
+def import_paths(code_dir: Path) -> list[str]:
+    """Where Python finds the project's modules inside a copy: ``src/`` layout first."""
+    paths = [code_dir / "src", code_dir]
+    return [str(p) for p in paths if p.is_dir()]

@@ -1,0 +1,72 @@
+"""The launcher's MLflow side: runs are created before the job is submitted.
+
+Creating them up front gives the user a run id at once, and lets every attempt of the job
+resume the same run. mlflow is imported only here, after the arguments were validated.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from blocktrain.gitstate import GitState, git_tags
+from blocktrain.mlflowbackend import EMBEDDED_ARTIFACTS, MlflowBackend
+from blocktrain.redact import Redactor
+from blocktrain.track import ATTEMPT_TAG, param_strings
+from blocktrain.values import JSON, flatten
+
+
+def backend(uri: str, root: Path) -> MlflowBackend:
+    artifacts = root / EMBEDDED_ARTIFACTS if uri.startswith("sqlite:") else None
+    return MlflowBackend(uri, artifacts)
+
+
+def create_runs(
+    store: MlflowBackend,
+    *,
+    experiment: str,
+    names: Sequence[str | None],
+    args: Sequence[Mapping[str, JSON]],
+    tags: Mapping[str, str],
+    git: GitState | None,
+    diff_file: Path | None,
+    redact: Redactor,
+) -> list[str]:
+    """One SCHEDULED run per argument set, with params, code and launch tags."""
+    created: list[str] = []
+    try:
+        for index, (name, values) in enumerate(zip(names, args, strict=True)):
+            run_tags = {**git_tags(git), **tags}
+            if len(args) > 1:
+                run_tags["blocktrain.array_index"] = str(index)
+            run_id = store.create_run(experiment, name, run_tags)
+            created.append(run_id)
+            params = param_strings({k: redact(str(v)) for k, v in flatten(dict(values)).items()})
+            items = list(params.items())
+            for start in range(0, len(items), 100):  # MLflow takes 100 params per request
+                store.log_batch(run_id, [], dict(items[start : start + 100]), {})
+            if diff_file is not None:
+                store.log_artifacts(run_id, str(diff_file), "code")
+            store.set_status(run_id, "SCHEDULED", None)
+    except BaseException:
+        delete_runs(store, created)
+        raise
+    return created
+
+
+def delete_runs(store: MlflowBackend, run_ids: Sequence[str]) -> None:
+    """Remove runs whose job never got submitted, so no orphan run is left behind."""
+    for run_id in run_ids:
+        with contextlib.suppress(Exception):
+            store.client.delete_run(run_id)
+
+
+def last_attempt(store: MlflowBackend, run_id: str) -> tuple[int, dict[str, str]]:
+    """The run's last attempt number and its logged params."""
+    run = store.get_run(run_id)
+    params: dict[str, str] = dict(run.data.params)
+    try:
+        return int(run.data.tags.get(ATTEMPT_TAG, "0")), params
+    except ValueError:
+        return 0, params

@@ -1,0 +1,150 @@
+"""Run records: what was launched, where its files are, which Slurm jobs ran it.
+
+One JSON file per run under ``.blocktrain/runs/<run id>/run.json``, written atomically and
+updated under a lock, so that concurrent launches never share a file and concurrent updates of
+one run never lose each other's changes.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from blocktrain.atomic import locked, write_text_atomic
+from blocktrain.errors import BlocktrainError
+from blocktrain.values import JSON
+
+STATE_DIR = ".blocktrain"
+
+
+@dataclass(kw_only=True, slots=True)
+class JobEntry:
+    job_id: str
+    """``123``, or ``120_3`` for element 3 of array job 120."""
+    submitted: str
+    kind: str = "launch"
+    watcher_id: str | None = None
+
+
+@dataclass(kw_only=True, slots=True)
+class RunRecord:
+    run_id: str
+    entry: str
+    """``module:function`` of the entry function."""
+    args: dict[str, JSON]
+    profile: str
+    profile_values: dict[str, JSON]
+    launch_id: str
+    created: str
+    tracking_uri: str
+    experiment: str
+    name: str | None = None
+    sweep_id: str | None = None
+    array_index: int | None = None
+    jobs: list[JobEntry] = field(default_factory=list[JobEntry])
+
+    @property
+    def latest_job(self) -> JobEntry | None:
+        return self.jobs[-1] if self.jobs else None
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
+
+    @staticmethod
+    def from_json(text: str) -> RunRecord:
+        raw = json.loads(text)
+        raw["jobs"] = [JobEntry(**job) for job in raw.get("jobs", [])]
+        return RunRecord(**raw)
+
+
+@dataclass(frozen=True, slots=True)
+class Layout:
+    """Where a project keeps launch state; every path is derived from the project root."""
+
+    root: Path
+
+    @property
+    def state(self) -> Path:
+        return self.root / STATE_DIR
+
+    def run_dir(self, run_id: str) -> Path:
+        return self.state / "runs" / run_id
+
+    def record_path(self, run_id: str) -> Path:
+        return self.run_dir(run_id) / "run.json"
+
+    def checkpoints(self, run_id: str) -> Path:
+        return self.run_dir(run_id) / "checkpoints"
+
+    def launch_dir(self, launch_id: str) -> Path:
+        return self.state / "launches" / launch_id
+
+    @property
+    def logs(self) -> Path:
+        return self.state / "logs"
+
+    def run_logs(self, run_id: str) -> Path:
+        return self.logs / run_id
+
+
+def write_record(layout: Layout, record: RunRecord) -> None:
+    write_text_atomic(layout.record_path(record.run_id), record.to_json())
+
+
+def read_record(layout: Layout, run_id: str) -> RunRecord:
+    path = layout.record_path(run_id)
+    try:
+        return RunRecord.from_json(path.read_text())
+    except FileNotFoundError:
+        raise BlocktrainError(
+            f"no run {run_id} in {layout.state / 'runs'}; see slurm-status --all"
+        ) from None
+    except (ValueError, TypeError, KeyError) as exc:
+        raise BlocktrainError(f"run record {path} is unreadable ({exc})") from None
+
+
+def update_record(layout: Layout, run_id: str, change: Callable[[RunRecord], None]) -> RunRecord:
+    """Read, change and write back one record under its lock."""
+    with locked(layout.run_dir(run_id) / ".lock"):
+        record = read_record(layout, run_id)
+        change(record)
+        write_record(layout, record)
+        return record
+
+
+def all_records(layout: Layout) -> Iterator[RunRecord]:
+    """Every readable record, newest first; unreadable ones are skipped (not this project's)."""
+    paths = sorted((layout.state / "runs").glob("*/run.json"), key=_mtime, reverse=True)
+    for path in paths:
+        try:
+            yield RunRecord.from_json(path.read_text())
+        except (OSError, ValueError, TypeError, KeyError):
+            continue
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0
+
+
+def find_runs(layout: Layout, ident: str) -> list[RunRecord]:
+    """Runs matching a run id (or a unique prefix of at least 6 characters) or a Slurm job id."""
+    records = list(all_records(layout))
+    exact = [r for r in records if r.run_id == ident]
+    if exact:
+        return exact
+    by_job = [r for r in records if any(_job_matches(j.job_id, ident) for j in r.jobs)]
+    if by_job:
+        return by_job
+    if len(ident) >= 6:
+        return [r for r in records if r.run_id.startswith(ident)]
+    return []
+
+
+def _job_matches(job_id: str, ident: str) -> bool:
+    """``120`` matches every element ``120_N`` of an array; ``120_3`` only that element."""
+    return job_id == ident or job_id.split("_", 1)[0] == ident

@@ -1,0 +1,135 @@
+"""Argument sets of one launch: one per ``--args`` file, or the elements of a sweep file.
+
+A sweep file lists argument sets for an ablation study; they become one Slurm job array::
+
+    base: [baseline.yaml]      # files merged under every element (relative to this file)
+    runs:                      # explicit elements ...
+      - {width: 16}
+      - {width: 32, augment: false}
+    grid:                      # ... and/or the cartesian product of these values
+      lr: [0.1, 0.01]
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import cast
+
+import yaml
+
+from blocktrain.argfiles import merge_into
+from blocktrain.errors import ArgsError
+
+_SWEEP_KEYS = ("base", "runs", "grid")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ArgumentSet:
+    """Files merged in order, then overrides on top; ``label`` names it in messages."""
+
+    files: tuple[Path, ...] = ()
+    overrides: dict[str, object] = field(default_factory=dict[str, object])
+    label: str = ""
+
+
+def dotted(items: Sequence[str]) -> dict[str, object]:
+    """``["optim.lr=0.1", "tags=[a, b]"]`` to a nested mapping with YAML-typed values."""
+    flat: dict[str, object] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ArgsError(f"--set {item!r} must look like KEY=VALUE (e.g. --set optim.lr=0.1)")
+        try:
+            flat[key] = yaml.safe_load(raw) if raw else None
+        except yaml.YAMLError:
+            flat[key] = raw
+    return _nest(flat)
+
+
+def argument_sets(
+    base: Sequence[Path], each: Sequence[Path], sweep: Path | None, overrides: Mapping[str, object]
+) -> list[ArgumentSet]:
+    """The launch's elements: ``--args`` files, sweep elements, or just the base files."""
+    if each and sweep is not None:
+        raise ArgsError("give either --args files or a --sweep file, not both")
+    if sweep is not None:
+        sets = _sweep_sets(sweep)
+    elif each:
+        sets = [ArgumentSet(files=(f,), label=str(f)) for f in each]
+    else:
+        sets = [ArgumentSet(label="defaults")]
+    return [
+        ArgumentSet(
+            files=(*base, *s.files),
+            overrides=_merged(s.overrides, overrides),
+            label=s.label,
+        )
+        for s in sets
+    ]
+
+
+def _merged(first: Mapping[str, object], second: Mapping[str, object]) -> dict[str, object]:
+    out: dict[str, object] = {}
+    merge_into(out, first)
+    merge_into(out, second)
+    return out
+
+
+def _sweep_sets(path: Path) -> list[ArgumentSet]:
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ArgsError(f"{path}: no such sweep file") from None
+    except yaml.YAMLError as exc:
+        raise ArgsError(f"{path}: malformed YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ArgsError(f"{path}: a sweep file is a mapping with keys {', '.join(_SWEEP_KEYS)}")
+    sweep = cast("dict[str, object]", raw)
+    unknown = [k for k in sweep if k not in _SWEEP_KEYS]
+    if unknown:
+        raise ArgsError(f"{path}: unknown key {unknown[0]!r}; valid keys: {', '.join(_SWEEP_KEYS)}")
+    base = tuple(path.parent / str(f) for f in _list(sweep.get("base"), path, "base"))
+    elements = [_mapping(e, path, "runs") for e in _list(sweep.get("runs"), path, "runs")]
+    elements += _grid(sweep.get("grid"), path)
+    if not elements:
+        raise ArgsError(f"{path}: the sweep has no elements; add `runs:` or `grid:`")
+    return [
+        ArgumentSet(files=base, overrides=e, label=f"{path.name}[{i}]")
+        for i, e in enumerate(elements)
+    ]
+
+
+def _grid(grid: object, path: Path) -> list[dict[str, object]]:
+    if grid is None:
+        return []
+    axes = _mapping(grid, path, "grid")
+    names = list(axes)
+    values = [_list(axes[n], path, f"grid.{n}") for n in names]
+    return [_nest(dict(zip(names, combo, strict=True))) for combo in itertools.product(*values)]
+
+
+def _nest(flat: Mapping[str, object]) -> dict[str, object]:
+    tree: dict[str, object] = {}
+    for key, value in flat.items():
+        nested: object = value
+        for part in reversed(key.split(".")[1:]):
+            nested = {part: nested}
+        merge_into(tree, {key.split(".")[0]: nested})
+    return tree
+
+
+def _list(value: object, path: Path, key: str) -> list[object]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise ArgsError(f"{path}: {key} must be a list")
+    return cast("list[object]", value)
+
+
+def _mapping(value: object, path: Path, key: str) -> dict[str, object]:
+    if not isinstance(value, dict):
+        raise ArgsError(f"{path}: each entry of {key} must be a mapping of arguments")
+    return cast("dict[str, object]", value)

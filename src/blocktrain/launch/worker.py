@@ -1,0 +1,84 @@
+"""The callable every task of a launched job runs (pickled by submitit, executed in the task).
+
+It restores the run's environment and code, installs the restart protocol, sets up
+torch.distributed from Slurm's variables, and calls the entry function with the run's
+recorded arguments.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from blocktrain.argfiles import ArgSet
+from blocktrain.entry import validate
+from blocktrain.errors import BlocktrainError, RequeueRequested
+from blocktrain.launch.codecopy import import_paths
+from blocktrain.launch.spec import JobSpec
+
+if TYPE_CHECKING:
+    from blocktrain.restart import RestartConfig
+
+FINISHED = "finished"
+
+
+def load_entry(entry: str) -> Callable[..., Any]:
+    """``package.module:function`` to the function."""
+    module_name, _, name = entry.partition(":")
+    if not module_name or not name:
+        raise BlocktrainError(f"entry {entry!r} must look like package.module:function")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise BlocktrainError(f"cannot import {module_name!r} for entry {entry!r}: {exc}") from None
+    func = getattr(module, name, None)
+    if not callable(func):
+        raise BlocktrainError(f"{module_name} has no function {name!r}")
+    return func
+
+
+@dataclass(frozen=True, slots=True)
+class Worker:
+    spec: JobSpec
+
+    def __call__(self) -> None:
+        from blocktrain import distributed, restart
+        from blocktrain.runinfo import job_context
+
+        os.environ.update(self.spec.environment())
+        for path in reversed(import_paths(Path(self.spec.code_dir))):
+            sys.path.insert(0, path)
+        run_dir = Path(self.spec.run_dir)
+        context = job_context(os.environ)
+        if (run_dir / FINISHED).exists() and context.restart_count > 0:
+            sys.stderr.write(f"blocktrain: run {self.spec.run_id} already finished; not rerun\n")
+            return
+        func = load_entry(self.spec.entry)
+        kwargs = validate(func, ArgSet(values=dict(self.spec.args)))
+        config = restart.RestartConfig.from_environ(os.environ)
+        if config is None:  # the spec's environment sets both folders; this guards edits to it
+            raise BlocktrainError("BLOCKTRAIN_RUN_DIR and BLOCKTRAIN_REQUEUE_DIR must be set")
+        with restart.protocol(config), distributed.process_group():
+            try:
+                func(**kwargs)
+            except (RequeueRequested, restart.StopRequested):
+                return  # checkpointed; the marker (or its absence) tells the batch script
+            except Exception:
+                if context.is_rank_zero:
+                    _requeue_after_crash(config)
+                raise
+        if context.is_rank_zero:
+            (run_dir / FINISHED).touch()
+
+
+def _requeue_after_crash(config: RestartConfig) -> None:
+    from blocktrain import restart
+
+    spent = restart.read_counts(config.run_dir)
+    if restart.budget_allows(config.budgets, "crash", spent):
+        restart.request_requeue(config, "crash", spent)

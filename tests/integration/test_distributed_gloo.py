@@ -1,0 +1,196 @@
+"""Two real processes on Gloo: process_group, all_agree, collectives, DDP training, checkpoints.
+
+The tests start this file as a script once per rank, with torch-style or Slurm variables as a
+launcher would set them; each rank prints one ``RESULT {json}`` line for the test to compare.
+Every run has a deadline, so a rank waiting for a peer that died cannot hang the suite.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytestmark = pytest.mark.integration
+HERE = Path(__file__).resolve()
+WORLD = 2
+DEADLINE_S = 60
+PG_TIMEOUT_S = 30
+STEPS = 5
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def rank_env(rank: int, port: int, launcher: str) -> dict[str, str]:
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if not name.startswith(("SLURM_", "BLOCKTRAIN_"))
+        and name not in {"RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"}
+    }
+    env["CUDA_VISIBLE_DEVICES"] = ""  # Gloo on CPU, on a GPU machine too
+    if launcher == "torch":
+        env.update(
+            RANK=str(rank),
+            LOCAL_RANK=str(rank),
+            WORLD_SIZE=str(WORLD),
+            MASTER_ADDR="127.0.0.1",
+            MASTER_PORT=str(port),
+        )
+    else:  # what srun gives each task (the port derived from the job id is overridden)
+        env.update(
+            SLURM_JOB_ID="777",
+            SLURM_PROCID=str(rank),
+            SLURM_LOCALID=str(rank),
+            SLURM_NTASKS=str(WORLD),
+            SLURM_JOB_NODELIST="localhost",
+            BLOCKTRAIN_MASTER_PORT=str(port),
+        )
+    return env
+
+
+def run_ranks(scenario: str, folder: Path, launcher: str = "torch") -> list[dict[str, Any]]:
+    """Run ``scenario`` in WORLD processes; fail with their logs unless all succeed in time."""
+    port = free_port()
+    logs = [folder / f"rank{rank}.log" for rank in range(WORLD)]
+    procs: list[subprocess.Popen[bytes]] = []
+    for rank, log in enumerate(logs):
+        with log.open("wb") as out:
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, str(HERE), scenario, str(folder)],
+                    env=rank_env(rank, port, launcher),
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                )
+            )
+    deadline = time.monotonic() + DEADLINE_S
+    try:
+        for proc in procs:
+            proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+    except subprocess.TimeoutExpired:
+        pass
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    texts = [log.read_text() for log in logs]
+    report = "\n".join(f"--- rank {r} (exit {p.returncode}):\n{t}" for r, (p, t) in enumerate(zip(procs, texts)))
+    assert all(proc.returncode == 0 for proc in procs), report
+    return [json.loads(text.rsplit("RESULT ", 1)[1]) for text in texts]
+
+
+@pytest.mark.parametrize("launcher", ["torch", "slurm"])
+def test_all_agree_and_all_reduce(tmp_path: Path, launcher: str) -> None:
+    results = run_ranks("agree", tmp_path, launcher)
+    for rank, result in enumerate(results):
+        assert result == {
+            "rank": rank,
+            "backend": "gloo",
+            "group_gone_after_error": True,
+            "one_says_stop": True,
+            "none_says_stop": False,
+            "all_say_stop": True,
+            "sum": 3.0,
+            "is_rank_zero": rank == 0,
+            "group_gone_after": True,
+        }
+
+
+def test_ddp_checkpoint_loads_identically_on_every_rank(tmp_path: Path) -> None:
+    results = run_ranks("ddp", tmp_path)
+    assert results[0]["checkpoint"] == results[1]["checkpoint"] == f"step-{STEPS:09d}.pt"
+    assert results[0]["digests"] == results[1]["digests"]
+    assert len(set(results[0]["digests"])) == 1  # rank 0's load matches rank 1's
+
+
+# ---- what each rank runs -------------------------------------------------------------------
+
+
+def agree_scenario() -> dict[str, Any]:
+    import torch
+    import torch.distributed as dist
+
+    from blocktrain.distributed import all_agree, barrier, is_rank_zero, process_group
+
+    try:
+        with process_group(timeout_s=PG_TIMEOUT_S):
+            raise KeyError("a crash inside the block")
+    except KeyError:
+        pass
+    result: dict[str, Any] = {"group_gone_after_error": not dist.is_initialized()}
+    with process_group(timeout_s=PG_TIMEOUT_S) as place:
+        result["rank"] = place.rank
+        result["backend"] = str(dist.get_backend())
+        result["one_says_stop"] = all_agree(place.rank == 1)
+        result["none_says_stop"] = all_agree(False)
+        result["all_say_stop"] = all_agree(True)
+        total = torch.tensor([place.rank + 1.0])
+        dist.all_reduce(total)
+        result["sum"] = total.item()
+        result["is_rank_zero"] = is_rank_zero()
+        barrier()
+    result["group_gone_after"] = not dist.is_initialized()
+    return result
+
+
+def ddp_scenario(folder: Path) -> dict[str, Any]:
+    import torch
+    import torch.distributed as dist
+    from torch import nn
+    from torch.nn.parallel import DistributedDataParallel
+
+    from blocktrain.checkpoint import load, newest_good, rng_state, save
+    from blocktrain.distributed import barrier, is_rank_zero, process_group
+
+    with process_group(timeout_s=PG_TIMEOUT_S) as place:
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 1))
+        initial = [p.detach().clone() for p in model.parameters()]
+        ddp = DistributedDataParallel(model)
+        optimizer = torch.optim.SGD(ddp.parameters(), lr=0.1)
+        data = torch.Generator().manual_seed(100 + place.rank)  # each rank its own batches
+        for _ in range(STEPS):
+            x = torch.randn(16, 4, generator=data)
+            loss = nn.functional.mse_loss(ddp(x), x.sum(dim=1, keepdim=True))
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        assert not all(torch.equal(a, b) for a, b in zip(initial, model.parameters()))
+        checkpoint = folder / "checkpoints"
+        if is_rank_zero():  # the unwrapped module's state: no "module." prefixes
+            state = {"model": model.state_dict(), "optimizer": optimizer.state_dict()}
+            save({**state, "step": STEPS, "rng": rng_state()}, checkpoint, STEPS)
+        barrier()
+        path = newest_good(checkpoint)
+        assert path is not None
+        loaded = load(path)["model"]
+        live = model.state_dict()
+        assert loaded.keys() == live.keys()
+        assert all(torch.equal(loaded[name], live[name]) for name in live)
+        digest = hashlib.sha256(b"".join(loaded[name].numpy().tobytes() for name in sorted(loaded)))
+        digests: list[Any] = [None] * place.world_size
+        dist.all_gather_object(digests, digest.hexdigest())
+    return {"checkpoint": path.name, "digests": digests}
+
+
+def main(scenario: str, folder: Path) -> None:
+    result = agree_scenario() if scenario == "agree" else ddp_scenario(folder)
+    print("RESULT " + json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], Path(sys.argv[2]))
