@@ -28,6 +28,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, ParamSpec, TypeVar, overload
 
+from blocktrain.atomic import write_text_atomic
 from blocktrain.errors import RequeueRequested, Terminated, TrackingError
 from blocktrain.gitstate import git_state, git_tags
 from blocktrain.mlflowbackend import (
@@ -451,8 +452,23 @@ def _write_attempt_record(tracker: Tracker) -> None:
     (tracker.attempt_dir / "attempt.json").write_text(json.dumps(record, indent=2) + "\n")
 
 
-def _upload_logs(tracker: Tracker) -> None:
+def _upload_logs(tracker: Tracker, status: str = "RUNNING") -> None:
+    if tracker.context.is_rank_zero:
+        write_local_status(tracker, status)
     tracker.log_artifacts(tracker.attempt_dir, f"logs/attempt-{tracker.attempt}")
+
+
+def write_local_status(tracker: Tracker, status: str) -> None:
+    """``status.json`` beside the attempts: what slurm-status shows without asking MLflow."""
+    record = {
+        "run_id": tracker.run_id,
+        "attempt": tracker.attempt,
+        "status": status,
+        "metrics": tracker.latest_metrics,
+        "updated": time.time(),
+    }
+    with contextlib.suppress(OSError):
+        write_text_atomic(tracker.attempt_dir.parent / "status.json", json.dumps(record))
 
 
 def _upload_periodically(tracker: Tracker, stop: threading.Event) -> None:
@@ -464,7 +480,7 @@ def _close_run(tracker: Tracker, status: str) -> None:
     writer = tracker.writer
     if writer is None:
         return
-    _upload_logs(tracker)
+    _upload_logs(tracker, status)
     end = int(time.time() * 1000)
     writer.submit(Op("status", {"status": status, "end_time_ms": end}))
     key = writer.run_id or tracker.attempt_dir.parent.name

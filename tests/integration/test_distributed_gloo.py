@@ -7,6 +7,7 @@ Every run has a deadline, so a rank waiting for a peer that died cannot hang the
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -88,7 +89,10 @@ def run_ranks(scenario: str, folder: Path, launcher: str = "torch") -> list[dict
                 proc.kill()
                 proc.wait()
     texts = [log.read_text() for log in logs]
-    report = "\n".join(f"--- rank {r} (exit {p.returncode}):\n{t}" for r, (p, t) in enumerate(zip(procs, texts)))
+    report = "\n".join(
+        f"--- rank {r} (exit {p.returncode}):\n{t}"
+        for r, (p, t) in enumerate(zip(procs, texts, strict=True))
+    )
     assert all(proc.returncode == 0 for proc in procs), report
     return [json.loads(text.rsplit("RESULT ", 1)[1]) for text in texts]
 
@@ -120,17 +124,21 @@ def test_ddp_checkpoint_loads_identically_on_every_rank(tmp_path: Path) -> None:
 # ---- what each rank runs -------------------------------------------------------------------
 
 
+def crash_inside_group() -> None:
+    from blocktrain.distributed import process_group
+
+    with process_group(timeout_s=PG_TIMEOUT_S):
+        raise KeyError("a crash inside the block")
+
+
 def agree_scenario() -> dict[str, Any]:
     import torch
     import torch.distributed as dist
 
     from blocktrain.distributed import all_agree, barrier, is_rank_zero, process_group
 
-    try:
-        with process_group(timeout_s=PG_TIMEOUT_S):
-            raise KeyError("a crash inside the block")
-    except KeyError:
-        pass
+    with contextlib.suppress(KeyError):
+        crash_inside_group()
     result: dict[str, Any] = {"group_gone_after_error": not dist.is_initialized()}
     with process_group(timeout_s=PG_TIMEOUT_S) as place:
         result["rank"] = place.rank
@@ -169,7 +177,7 @@ def ddp_scenario(folder: Path) -> dict[str, Any]:
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-        assert not all(torch.equal(a, b) for a, b in zip(initial, model.parameters()))
+        assert not all(torch.equal(a, b) for a, b in zip(initial, model.parameters(), strict=True))
         checkpoint = folder / "checkpoints"
         if is_rank_zero():  # the unwrapped module's state: no "module." prefixes
             state = {"model": model.state_dict(), "optimizer": optimizer.state_dict()}
