@@ -23,3 +23,7 @@ class RequeueRequested(BaseException):
 
 class Terminated(BaseException):
     """Raised in the main thread when the process receives SIGTERM (scancel, node shutdown)."""
+
+
+class StopRequested(BaseException):
+    """``slurm-stop``: checkpointed, ending without a requeue; the run can be relaunched."""

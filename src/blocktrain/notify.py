@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from http.client import HTTPException
 from typing import ParamSpec, TypeVar, overload
 
-from blocktrain.errors import RequeueRequested, Terminated
+from blocktrain.errors import RequeueRequested, StopRequested, Terminated
 from blocktrain.redact import Redactor
 from blocktrain.runinfo import JobContext, job_context
 from blocktrain.values import JSON, bound_arguments, to_jsonable
@@ -487,7 +487,7 @@ def _closing_message(
         )
     if isinstance(error, RequeueRequested):
         return requeued_message(entry, context, duration_s=elapsed, redact=redact)
-    if isinstance(error, Terminated | KeyboardInterrupt):
+    if isinstance(error, Terminated | KeyboardInterrupt | StopRequested):
         return killed_message(
             entry, context, error, duration_s=elapsed, run_url=url, mention=mention, redact=redact
         )

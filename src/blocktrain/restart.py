@@ -28,7 +28,7 @@ from types import FrameType
 from typing import Literal, NoReturn
 
 from blocktrain.atomic import write_text_atomic
-from blocktrain.errors import BlocktrainError, RequeueRequested, Terminated
+from blocktrain.errors import BlocktrainError, RequeueRequested, StopRequested, Terminated
 
 Cause = Literal["timeout", "preemption", "stop"]
 Budget = int | Literal["unlimited"]
@@ -37,10 +37,6 @@ _TIMEOUT_MARGIN_S = 60.0
 _current: contextvars.ContextVar[RestartProtocol | None] = contextvars.ContextVar(
     "blocktrain_restart", default=None
 )
-
-
-class StopRequested(BaseException):
-    """``slurm-stop``: checkpointed, not requeued; the run can be relaunched later."""
 
 
 class RestartBudgetError(BlocktrainError):

@@ -29,7 +29,7 @@ from types import FrameType
 from typing import Any, ParamSpec, TypeVar, overload
 
 from blocktrain.atomic import write_text_atomic
-from blocktrain.errors import RequeueRequested, Terminated, TrackingError
+from blocktrain.errors import RequeueRequested, StopRequested, Terminated, TrackingError
 from blocktrain.gitstate import git_state, git_tags
 from blocktrain.mlflowbackend import (
     EMBEDDED_ARTIFACTS,
@@ -252,7 +252,7 @@ def tracking(
         except RequeueRequested:
             status = "SCHEDULED"
             raise
-        except (Terminated, KeyboardInterrupt):
+        except (Terminated, KeyboardInterrupt, StopRequested):
             status = "KILLED"
             raise
         except SystemExit as exc:
@@ -425,6 +425,7 @@ def _captured_logs(tracker: Tracker, redact: Redactor) -> Generator[None]:
     folder.mkdir(parents=True, exist_ok=True)
     if tracker.context.is_rank_zero:
         _write_attempt_record(tracker)
+        write_local_status(tracker, "RUNNING")
     stop = threading.Event()
     uploader = threading.Thread(
         target=_upload_periodically, args=(tracker, stop), name="blocktrain-logs", daemon=True

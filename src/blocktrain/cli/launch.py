@@ -136,9 +136,12 @@ def launch(options: argparse.Namespace) -> int:
 
 def prepare(options: argparse.Namespace, layout: Layout) -> Prepared:
     from blocktrain.entry import resolve
+    from blocktrain.launch.codecopy import import_paths
     from blocktrain.launch.worker import load_entry
 
     entry = entry_spec(options.entry, options.module, layout.root)
+    for path in reversed(import_paths(layout.root)):  # the project's modules, src/ layout first
+        sys.path.insert(0, path)
     func = load_entry(entry)
     sets = sweep.argument_sets(
         options.base, options.each, options.sweep, sweep.dotted(options.overrides)
@@ -266,12 +269,9 @@ def submit_new(options: argparse.Namespace, prepared: Prepared, layout: Layout) 
             shutil.rmtree(layout.run_dir(run_id), ignore_errors=True)
         shutil.rmtree(launch_dir, ignore_errors=True)
         raise
-    for record, job_id in zip(records, job_ids, strict=True):
-        update_record(
-            layout,
-            record.run_id,
-            lambda r, j=job_id: r.jobs.append(JobEntry(job_id=j, submitted=_now())),
-        )
+    for record, (job_id, watcher) in zip(records, job_ids, strict=True):
+        entry = JobEntry(job_id=job_id, submitted=_now(), watcher_id=watcher)
+        update_record(layout, record.run_id, lambda r, e=entry: r.jobs.append(e))
         sys.stdout.write(
             f"run {record.run_id}  job {job_id}  logs {layout.run_logs(record.run_id)}  "
             f"(slurm-log {record.run_id[:8]})\n"
@@ -281,9 +281,12 @@ def submit_new(options: argparse.Namespace, prepared: Prepared, layout: Layout) 
 
 def submit_records(
     layout: Layout, profile: Profile, records: list[RunRecord], attempt_base: int
-) -> list[str]:
-    """Submit one task set per record (an array for several) and return their job ids."""
-    from blocktrain.launch import batch, submission
+) -> list[tuple[str, str]]:
+    """Submit one task set per record (an array for several) and the watcher of their end.
+
+    Returns (job id, watcher job id) per record.
+    """
+    from blocktrain.launch import batch, finalize, slurmcmd, submission
     from blocktrain.launch.codecopy import import_paths
     from blocktrain.launch.spec import JobSpec
     from blocktrain.launch.worker import Worker
@@ -328,7 +331,17 @@ def submit_records(
         code_paths=import_paths(code_dir),
         requeue_dir=requeue_dir,
     )
-    return submission.submit(plan, workers)
+    job_ids = submission.submit(plan, workers)
+    try:
+        watcher = finalize.sbatch_watcher(
+            job_ids[0], sys.executable, layout.root, [r.run_id for r in records],
+            log=launch_dir / "finalize-%j.out",
+        )  # fmt: skip
+    except BaseException:
+        # Without its watcher a job could die unrecorded: take the job back too.
+        slurmcmd.run(["scancel", *sorted({j.split("_", 1)[0] for j in job_ids})])
+        raise
+    return [(job_id, watcher) for job_id in job_ids]
 
 
 def relaunch(options: argparse.Namespace, layout: Layout) -> int:
@@ -345,6 +358,10 @@ def relaunch(options: argparse.Namespace, layout: Layout) -> int:
         raise BlocktrainError(
             f"run {record.run_id} still has a job in the queue: {jobs}; stop it first"
         )
+    from blocktrain.launch.codecopy import import_paths
+
+    for path in reversed(import_paths(layout.launch_dir(record.launch_id) / "code")):
+        sys.path.insert(0, path)
     func = load_entry(record.entry)
     sets = sweep.argument_sets(
         options.base, options.each, options.sweep, sweep.dotted(options.overrides)
@@ -376,12 +393,9 @@ def relaunch(options: argparse.Namespace, layout: Layout) -> int:
     attempts, _ = mlflowruns.last_attempt(store, record.run_id)
     (layout.run_dir(record.run_id) / FINISHED).unlink(missing_ok=True)
     (layout.run_dir(record.run_id) / "stop").unlink(missing_ok=True)
-    [job_id] = submit_records(layout, profile, [record], attempt_base=attempts)
-    update_record(
-        layout,
-        record.run_id,
-        lambda r: r.jobs.append(JobEntry(job_id=job_id, submitted=_now(), kind="relaunch")),
-    )
+    [(job_id, watcher)] = submit_records(layout, profile, [record], attempt_base=attempts)
+    entry = JobEntry(job_id=job_id, submitted=_now(), kind="relaunch", watcher_id=watcher)
+    update_record(layout, record.run_id, lambda r: r.jobs.append(entry))
     sys.stdout.write(f"run {record.run_id}  job {job_id}  relaunched after attempt {attempts}\n")
     return 0
 

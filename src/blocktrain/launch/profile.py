@@ -57,7 +57,8 @@ class Profile:
     tasks_per_node: int | None = None
     cpus_per_task: int = 1
     mem: str | None = None
-    time: str = "01:00:00"
+    time: str | int = "01:00:00"
+    """Slurm's formats (``HH:MM:SS``, ``D-HH:MM``, ...) or whole minutes."""
     signal: str = "USR1"
     signal_lead_s: int = 120
     restarts: Restarts = field(default_factory=Restarts)
@@ -97,11 +98,15 @@ class Profile:
         return self.signal.removeprefix("SIG")
 
 
-def time_minutes(text: str) -> int:
+def time_minutes(text: str | int) -> int:
     """Slurm's time formats in whole minutes, rounded up.
 
     ``MM``, ``MM:SS``, ``HH:MM:SS``, ``D-HH``, ``D-HH:MM``, ``D-HH:MM:SS``.
     """
+    if isinstance(text, int):
+        if text <= 0:
+            raise ValueError(f"time {text} must be a positive number of minutes")
+        return text
     days, _, clock = text.strip().rpartition("-")
     fields = clock.split(":")
     if not all(f.isdigit() for f in fields) or (days and not days.isdigit()) or len(fields) > 3:

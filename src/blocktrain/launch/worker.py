@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from blocktrain.argfiles import ArgSet
 from blocktrain.entry import validate
-from blocktrain.errors import BlocktrainError, RequeueRequested
+from blocktrain.errors import BlocktrainError, RequeueRequested, StopRequested
 from blocktrain.launch.codecopy import import_paths
 from blocktrain.launch.spec import JobSpec
 
@@ -63,10 +63,14 @@ class Worker:
         config = restart.RestartConfig.from_environ(os.environ)
         if config is None:  # the spec's environment sets both folders; this guards edits to it
             raise BlocktrainError("BLOCKTRAIN_RUN_DIR and BLOCKTRAIN_REQUEUE_DIR must be set")
+        if context.is_rank_zero:
+            # A marker left by an attempt that Slurm itself requeued (scontrol requeue,
+            # preemption) must not requeue this one when it ends.
+            (config.marker_dir / config.job_key).unlink(missing_ok=True)
         with restart.protocol(config), distributed.process_group():
             try:
                 func(**kwargs)
-            except (RequeueRequested, restart.StopRequested):
+            except (RequeueRequested, StopRequested):
                 return  # checkpointed; the marker (or its absence) tells the batch script
             except Exception:
                 if context.is_rank_zero:

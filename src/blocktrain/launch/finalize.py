@@ -1,0 +1,109 @@
+"""Record the end of runs whose processes could not: SIGKILL, out of memory, node failure.
+
+At submission, the launcher also submits a tiny job that depends on the run's job with
+``afterany``, so it starts only once that job has left the queue for good (a requeued job has
+not). It marks every run still RUNNING or SCHEDULED as FAILED, or KILLED when Slurm cancelled
+the job, and sends the Slack message the dead process could not.
+
+    python -m blocktrain.launch.finalize PROJECT_ROOT RUN_ID [RUN_ID ...]
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from blocktrain.launch.records import Layout, RunRecord, read_record
+
+WATCHER_NAME = "blocktrain-finalize"
+_OPEN = ("RUNNING", "SCHEDULED")
+
+
+def final_status(slurm_state: str) -> str:
+    """The MLflow status of a run whose job ended in ``slurm_state`` without reporting."""
+    return "KILLED" if slurm_state.startswith("CANCELLED") else "FAILED"
+
+
+def watcher_command(python: str, root: Path, run_ids: Sequence[str]) -> list[str]:
+    """The command of the watcher job."""
+    return [python, "-m", "blocktrain.launch.finalize", str(root), *run_ids]
+
+
+def sbatch_watcher(job_id: str, python: str, root: Path, run_ids: Sequence[str], log: Path) -> str:
+    """Submit the watcher for ``job_id`` (a whole array when it is one); returns its job id."""
+    import shlex
+
+    from blocktrain.launch import slurmcmd
+
+    base_job = job_id.split("_", 1)[0]
+    out = slurmcmd.run([
+        "sbatch", "--parsable", f"--job-name={WATCHER_NAME}", f"--dependency=afterany:{base_job}",
+        "--kill-on-invalid-dep=yes", "--ntasks=1", "--cpus-per-task=1", "--mem=512M", "--time=10",
+        f"--output={log}", "--wrap", shlex.join(watcher_command(python, root, run_ids)),
+    ])  # fmt: skip
+    return out.strip().split(";", 1)[0]
+
+
+def finalize(layout: Layout, run_ids: Sequence[str]) -> list[tuple[str, str]]:
+    """Close every open run among ``run_ids``; returns (run id, status set) for those it closed."""
+    from blocktrain.launch import mlflowruns
+
+    closed: list[tuple[str, str]] = []
+    for run_id in run_ids:
+        record = read_record(layout, run_id)
+        store = mlflowruns.backend(record.tracking_uri, layout.root)
+        status = str(store.get_run(run_id).info.status)
+        if status not in _OPEN:
+            continue
+        state = _slurm_state(record)
+        new_status = final_status(state)
+        store.set_status(run_id, new_status, None)
+        closed.append((run_id, new_status))
+        _notify(record, state, new_status)
+    return closed
+
+
+def _slurm_state(record: RunRecord) -> str:
+    from blocktrain.launch import slurmcmd
+
+    job = record.latest_job
+    if job is None:
+        return "UNKNOWN"
+    try:
+        out = slurmcmd.run(["sacct", "-X", "-P", "-n", "-o", "JobID,State", "-j", job.job_id])
+    except slurmcmd.SlurmError:
+        return "UNKNOWN"
+    for line in out.splitlines():
+        got_id, _, state = line.partition("|")
+        if got_id == job.job_id:
+            return state.split(" ", 1)[0] or "UNKNOWN"
+    return "UNKNOWN"
+
+
+def _notify(record: RunRecord, state: str, status: str) -> None:
+    from blocktrain.notify import NotifyConfig, post
+    from blocktrain.redact import Redactor
+
+    config = NotifyConfig.from_environ(os.environ)
+    job = record.latest_job.job_id if record.latest_job else "?"
+    text = (
+        f":skull: run {record.run_id} (job {job}) ended without reporting: Slurm state {state}; "
+        f"marked {status}"
+    )
+    post({"text": text}, config, Redactor.from_environ(os.environ))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if len(args) < 2:
+        sys.stderr.write("usage: python -m blocktrain.launch.finalize PROJECT_ROOT RUN_ID [...]\n")
+        return 2
+    for run_id, status in finalize(Layout(Path(args[0])), args[1:]):
+        sys.stdout.write(f"run {run_id}: marked {status}\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
