@@ -216,7 +216,7 @@ def test_due_by_either(tmp_path: Path) -> None:
 
 def draws() -> tuple[float, float, list[float]]:
     """One number from each global generator (S311: their state is what is under test)."""
-    python = random.random()  # noqa: S311
+    python = random.random()
     return python, float(np.random.rand()), torch.rand(3).tolist()
 
 

@@ -96,7 +96,7 @@ class LaunchProject:
         return "UNKNOWN"
 
     def queue_state(self, job_id: str) -> str | None:
-        done = self.command("squeue", "-h", "-o", "%i|%T", "-j", job_id.split("_")[0])
+        done = self.command("squeue", "-h", "-o", "%i|%T", "-j", job_id.split("_", maxsplit=1)[0])
         for line in done.stdout.splitlines():
             got, _, state = line.partition("|")
             if got == job_id:
@@ -133,7 +133,7 @@ class LaunchProject:
         return path.read_text() if path.exists() else ""
 
     def diagnostics(self) -> str:
+        logs = sorted((self.root / ".blocktrain").rglob("*_log.err"))[-4:]
         parts = [self.command("squeue").stdout]
-        for path in sorted((self.root / ".blocktrain").rglob("*_log.err"))[-4:]:
-            parts.append(f"--- {path.name}\n" + path.read_text()[-2000:])
+        parts += [f"--- {path.name}\n" + path.read_text()[-2000:] for path in logs]
         return "\n".join(parts)

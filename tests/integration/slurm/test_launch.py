@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import random
-import signal
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import SlurmCluster
 from launch_project import LaunchProject
+
+from conftest import SlurmCluster
 
 pytestmark = pytest.mark.integration
 FINAL = ("FINISHED", "FAILED", "KILLED")
@@ -53,7 +53,7 @@ def reference_weights(project: LaunchProject, tmp_path: Path, steps: int) -> Pat
                 "MASTER_PORT": port,
                 "BLOCKTRAIN_CHECKPOINT_DIR": str(folder),
             },
-        )  # fmt: skip
+        )
         for rank in range(2)
     ]
     assert [c.wait(timeout=300) for c in children] == [0, 0]
