@@ -5,6 +5,7 @@ mlflow is imported inside functions only, so importing this module stays cheap.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -47,6 +48,11 @@ class MlflowBackend:
     def __init__(self, uri: str, artifact_root: Path | None = None) -> None:
         from mlflow import MlflowClient
 
+        if uri.startswith("sqlite:"):
+            # Creating the embedded store logs a dozen INFO lines (table creation, Alembic
+            # migrations) the first time; they would bury the command's own output.
+            for name in ("mlflow.store.db.utils", "alembic"):
+                logging.getLogger(name).setLevel(logging.WARNING)
         self.uri = uri
         self._artifact_root = artifact_root
         self.client: MlflowClient = MlflowClient(tracking_uri=uri)

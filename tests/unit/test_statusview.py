@@ -327,3 +327,24 @@ def test_unknown_run_is_one_line_and_exit_2(
         "slurm-status: error: no run or job matches 'nothing'; see slurm-status --all\n"
     )
     assert slurm_calls(fake_slurm) == []
+
+
+def test_watch_redraws_until_ctrl_c_without_escape_codes_off_a_tty(
+    fake_slurm: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("FAKE_SQUEUE_REPLY", "9|RUNNING|0:01|vm")
+    add_run("going", "9")
+    sleeps: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+        if len(sleeps) == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(status, "pause", sleep)
+    assert status.main(["--watch", "2"]) == 0
+    out = capsys.readouterr().out
+    assert sleeps == [2.0, 2.0]
+    assert out.count("\ngoing  -     9    RUNNING") == 2
+    assert "\033" not in out
+    assert slurm_calls(fake_slurm) == ["squeue -h -o %i|%T|%M|%N -j 9"] * 2

@@ -32,6 +32,7 @@ Attempt headers go to stderr; stdout is the log itself.
 """
 POLL_S = 0.5
 QUEUE_CHECK_S = 10.0  # while waiting for a queued job to start, ask squeue this often
+_CHUNK = 1 << 20  # logs can be large: copy them piecewise
 _FACTS = (("job", "job_id"), ("host", "host"), ("started", "started"))  # attempt.json keys
 
 
@@ -61,8 +62,7 @@ class Logs:
     """``rank-0.out`` and the like."""
 
     def attempts(self) -> list[int]:
-        names = (p.name for p in self.folder.glob("attempt-*"))
-        return sorted(int(n[8:]) for n in names if n[8:].isdigit())
+        return statusview.attempt_numbers(p.name for p in self.folder.glob("attempt-*"))
 
     def path(self, attempt: int) -> Path:
         return self.folder / f"attempt-{attempt}" / self.file_name
@@ -132,7 +132,7 @@ def wait_for_start(record: RunRecord, logs: Logs) -> list[int]:
     """With --follow, wait for the first attempt while the run's job stays queued."""
     state = queue_state(record)
     if state is not None:
-        sys.stderr.write(f"slurm-log: job {_job_id(record)} is {state}; waiting for it to start\n")
+        sys.stderr.write(f"slurm-log: {_job(record)} is {state}; waiting for it to start\n")
     while state is not None:
         deadline = time.monotonic() + QUEUE_CHECK_S
         while time.monotonic() < deadline:
@@ -155,10 +155,6 @@ def no_logs_message(layout: Layout, record: RunRecord, state: str | None) -> str
         f"run {record.run_id} has no logs: job {job_id} is not queued; it may have "
         f"failed before the entry function started (see {submitit})"
     )
-
-
-def _job_id(record: RunRecord) -> str:
-    return record.latest_job.job_id if record.latest_job is not None else "-"
 
 
 def queue_state(record: RunRecord) -> str | None:
@@ -199,16 +195,17 @@ def attempt_facts(path: Path) -> str:
 
 def pump(path: Path, offset: int) -> int:
     """Copy the bytes of ``path`` from ``offset`` to stdout; return the new offset."""
+    out = sys.stdout.buffer
     try:
         with path.open("rb") as source:
             source.seek(offset)
-            data = source.read()
+            while chunk := source.read(_CHUNK):
+                out.write(chunk)
+                offset += len(chunk)
     except FileNotFoundError:
         return offset
-    if data:
-        sys.stdout.buffer.write(data)
-        sys.stdout.buffer.flush()
-    return offset + len(data)
+    out.flush()
+    return offset
 
 
 def follow(layout: Layout, record: RunRecord, logs: Logs, attempt: int, *, only: bool) -> int:

@@ -111,9 +111,14 @@ def watch(layout: Layout, options: argparse.Namespace) -> int:
             sys.stdout.write((_CLEAR if clear else "") + heading + text)
             _note(note)
             sys.stdout.flush()
-            time.sleep(options.watch)
+            pause(options.watch)
     except KeyboardInterrupt:
         return 0
+
+
+def pause(seconds: float) -> None:
+    """The wait between two refreshes; its own function so that a test can interrupt it."""
+    time.sleep(seconds)
 
 
 def report(layout: Layout, options: argparse.Namespace) -> tuple[str, str | None]:
@@ -163,21 +168,14 @@ def read_local(layout: Layout, run_id: str) -> LocalStatus:
     folder = layout.run_logs(run_id)
     try:
         touched = folder.stat().st_mtime
-        names = [path.name for path in folder.iterdir()]
+        attempts = statusview.attempt_numbers(path.name for path in folder.iterdir())
     except OSError:
         return LocalStatus()
-    text = None
-    if "status.json" in names:
-        try:
-            text = (folder / "status.json").read_text()
-        except OSError:
-            text = None
-    return statusview.local_status(text, newest_attempt(names), touched)
-
-
-def newest_attempt(names: Sequence[str]) -> int | None:
-    numbers = [int(n[8:]) for n in names if n.startswith("attempt-") and n[8:].isdigit()]
-    return max(numbers, default=None)
+    try:
+        text = (folder / "status.json").read_text()
+    except OSError:
+        text = None  # not written yet: rank 0 writes it every 30 s and at the end
+    return statusview.local_status(text, max(attempts, default=None), touched)
 
 
 def ask_queue(job_ids: Sequence[str]) -> dict[str, QueueEntry]:

@@ -128,6 +128,11 @@ def _floats(raw: dict[str, object]) -> dict[str, float]:
     return {k: v for k, v in values.items() if v is not None and math.isfinite(v)}
 
 
+def attempt_numbers(names: Iterable[str]) -> list[int]:
+    """The attempts among a run's log folder names (``attempt-1``, ``attempt-2``), in order."""
+    return sorted(int(n[8:]) for n in names if n.startswith("attempt-") and n[8:].isdigit())
+
+
 def epoch(stamp: str | None) -> float | None:
     """``2026-01-31T12:00:00+0100`` (records, attempt.json) as epoch seconds."""
     try:
@@ -155,8 +160,9 @@ def settled(record: RunRecord, local: LocalStatus) -> bool:
 
 
 def last_activity(record: RunRecord, local: LocalStatus) -> float:
-    """The latest of: submission of its latest job, status.json, a change of its log folder."""
-    times = [t for t in (submitted_at(record), local.updated, local.touched) if t is not None]
+    """The latest of: creation, submission of its latest job, status.json, its log folder."""
+    stamps = (epoch(record.created), submitted_at(record), local.updated, local.touched)
+    times = [t for t in stamps if t is not None]
     return max(times, default=0.0)
 
 

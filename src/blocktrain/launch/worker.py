@@ -7,15 +7,19 @@ recorded arguments.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
+import socket
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from blocktrain.argfiles import ArgSet
+from blocktrain.atomic import write_text_atomic
 from blocktrain.entry import validate
 from blocktrain.errors import BlocktrainError, RequeueRequested, StopRequested
 from blocktrain.launch.codecopy import import_paths
@@ -67,6 +71,9 @@ class Worker:
             # A marker left by an attempt that Slurm itself requeued (scontrol requeue,
             # preemption) must not requeue this one when it ends.
             (config.marker_dir / config.job_key).unlink(missing_ok=True)
+        if context.world_size > 1 and "MASTER_PORT" not in os.environ:
+            key = f"{config.job_key}-{context.restart_count}"
+            os.environ["MASTER_PORT"] = str(agree_port(run_dir / "rendezvous", key, context.rank))
         with restart.protocol(config), distributed.process_group():
             try:
                 func(**kwargs)
@@ -78,6 +85,27 @@ class Worker:
                 raise
         if context.is_rank_zero:
             (run_dir / FINISHED).touch()
+
+
+def agree_port(folder: Path, key: str, rank: int, timeout_s: float = 300.0) -> int:
+    """A free port chosen by rank 0 and shared through the run folder (a shared file system).
+
+    A port derived from the job id alone collides when two jobs with related ids share a node;
+    rank 0 asks the kernel for a free one instead and the other ranks read it.
+    """
+    path = folder / f"{key}.port"
+    if rank == 0:
+        with socket.socket() as probe:
+            probe.bind(("", 0))
+            port = int(probe.getsockname()[1])
+        write_text_atomic(path, str(port))
+        return port
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with contextlib.suppress(FileNotFoundError, ValueError):
+            return int(path.read_text())
+        time.sleep(0.1)
+    raise BlocktrainError(f"rank 0 published no rendezvous port in {path} within {timeout_s:.0f} s")
 
 
 def _requeue_after_crash(config: RestartConfig) -> None:

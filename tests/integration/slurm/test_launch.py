@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import random
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -152,3 +154,157 @@ def test_preempted_three_times_and_timed_out_once_ends_bit_identical(
         assert "resumed from step" in project.log(run_id, attempt)
     final = project.root / ".blocktrain" / "runs" / run_id / "final.pt"
     assert same_weights(final, reference_weights(project, tmp_path, steps))
+
+
+def test_stop_then_relaunch_by_run_id_resumes_and_finishes(project: LaunchProject, tmp_path: Path):
+    steps = 600
+    (project.root / "exp.yaml").write_text(
+        f"steps: {steps}\nstep_seconds: 0.05\ncheckpoint_every: 1000\n"
+    )
+    run_id, job_id = project.launch("train", "--args", "exp.yaml")
+    project.wait(lambda: _training(project, run_id, 1), 180, "attempt 1 to train")
+    stopped = project.command("slurm-stop", run_id[:8])
+    assert stopped.returncode == 0, stopped.stderr
+    assert "checkpoints and stops" in stopped.stdout
+    project.wait(
+        lambda: project.run_status(run_id) == "KILLED", 120, "the stopped run to end KILLED"
+    )
+    project.wait(lambda: project.queue_state(job_id) is None, 120, "the job to leave the queue")
+    assert "stopping after" in project.log(run_id, 1)
+    # Arguments are immutable, and a run with a job in the queue is not relaunched.
+    changed = project.command("slurm-launch", "train", "--run-id", run_id, "--set", "steps=5")
+    assert changed.returncode == 2
+    assert "immutable" in changed.stderr
+    relaunched = project.command("slurm-launch", "train", "--run-id", run_id)
+    assert relaunched.returncode == 0, relaunched.stderr
+    again = project.command("slurm-launch", "train", "--run-id", run_id)
+    assert again.returncode == 2
+    assert "still has a job in the queue" in again.stderr
+    project.wait(
+        lambda: project.run_status(run_id) == "FINISHED", 300, "the relaunched run to finish"
+    )
+    assert project.tags(run_id)["blocktrain.attempt"] == "2"
+    assert "resumed from step" in project.log(run_id, 2)
+    final = project.root / ".blocktrain" / "runs" / run_id / "final.pt"
+    assert same_weights(final, reference_weights(project, tmp_path, steps))
+
+
+def test_sigkilled_job_ends_failed_and_the_watcher_reports_it(project: LaunchProject):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from webhook_server import WebhookServer
+
+    with WebhookServer() as hook:
+        project.env["BLOCKTRAIN_SLACK_WEBHOOK_URL"] = hook.url
+        (project.root / "exp.yaml").write_text("steps: 5000\nstep_seconds: 0.05\n")
+        run_id, job_id = project.launch("train", "--args", "exp.yaml")
+        project.wait(lambda: _training(project, run_id, 1), 180, "attempt 1 to train")
+        assert project.run_status(run_id) == "RUNNING"
+        # SIGKILL the task processes themselves, as the OOM killer would.
+        pattern = rf"^\S*python\S* -u -m submitit.core._submit {project.root}"  # not srun's line
+        tasks = project.command("pgrep", "-f", pattern)
+        pids = [int(p) for p in tasks.stdout.split()]
+        assert len(pids) == 2, tasks
+        for pid in pids:
+            os.kill(pid, signal.SIGKILL)
+        project.wait(
+            lambda: project.run_status(run_id) == "FAILED", 180, "the watcher to mark the run"
+        )
+        project.wait(
+            lambda: any("ended without reporting" in b["text"] for b in hook.bodies),
+            60,
+            "the message",
+        )
+    assert project.job_state(job_id) == "FAILED"
+
+
+def test_cancel_marks_the_run_killed_at_once(project: LaunchProject):
+    (project.root / "exp.yaml").write_text("steps: 5000\nstep_seconds: 0.05\n")
+    run_id, job_id = project.launch("train", "--args", "exp.yaml")
+    cancelled = project.command("slurm-cancel", job_id)
+    assert cancelled.returncode == 0, cancelled.stderr
+    assert project.run_status(run_id) == "KILLED"
+    project.wait(lambda: project.queue_state(job_id) is None, 60, "the job to leave the queue")
+
+
+def test_sweep_of_four_runs_is_one_array(project: LaunchProject):
+    (project.root / "base.yaml").write_text("steps: 20\nstep_seconds: 0.0\n")
+    (project.root / "sweep.yaml").write_text(
+        "base: [base.yaml]\nruns:\n  - {seed: 5}\n  - {seed: 6, steps: 30}\ngrid:\n  seed: [7, 8]\n"
+    )
+    done = project.command("slurm-launch", "train", "--sweep", "sweep.yaml", "--name", "abl")
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert len(lines) == 4
+    run_ids = [line.split()[1] for line in lines]
+    job_ids = [line.split()[3] for line in lines]
+    array = {j.split("_")[0] for j in job_ids}
+    assert len(array) == 1
+    assert sorted(j.split("_")[1] for j in job_ids) == ["0", "1", "2", "3"]
+    project.wait(
+        lambda: all(project.run_status(r) == "FINISHED" for r in run_ids), 400, "four runs"
+    )
+    assert [project.params(r)["seed"] for r in run_ids] == ["5", "6", "7", "8"]
+    assert [project.params(r)["steps"] for r in run_ids] == ["20", "30", "20", "20"]
+    sweep_ids = {project.tags(r)["blocktrain.sweep_id"] for r in run_ids}
+    assert len(sweep_ids) == 1
+
+
+def _snapshot(project: LaunchProject) -> tuple[list[str], int]:
+    runs = project.root / ".blocktrain" / "runs"
+    return sorted(p.name for p in runs.iterdir()) if runs.exists() else [], len(project.runs())
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["trian", "--args", "exp.yaml"], "restartable has no function 'trian'"),
+        (["train", "--args", "bad.yaml"], "bad.yaml:1: steps: expected int, got str 'many'"),
+        (["train", "--args", "exp.yaml", "--profile", "huge"], "no profile 'huge'"),
+        (["train", "--args", "exp.yaml", "--slurm", "nodez=2"], "nodez: unknown field for Profile"),
+        (
+            ["train", "--args", "exp.yaml", "--slurm", "time=soon"],
+            "time 'soon' is not a Slurm time",
+        ),
+        (["train", "--args", "exp.yaml", "--set", "stepz=3"], "unknown argument 'stepz' for train"),
+        (
+            ["train", "--args", "exp.yaml", "--sweep", "exp.yaml"],
+            "either --args files or a --sweep",
+        ),
+        (["train", "--args", "missing.yaml"], "missing.yaml: no such arguments file"),
+        (["train", "--run-id", "0123456789abcdef"], "no run 0123456789abcdef"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line_and_creates_nothing(
+    project: LaunchProject, argv: list[str], message: str
+):
+    (project.root / "exp.yaml").write_text("steps: 5\n")
+    (project.root / "bad.yaml").write_text("steps: many\n")
+    before = _snapshot(project)
+    done = project.command("slurm-launch", *argv)
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1
+    assert message in done.stderr
+    assert _snapshot(project) == before
+    assert project.command("squeue", "-h").stdout.strip() == ""
+
+
+def test_unreachable_cluster_is_one_line_and_rolls_back(
+    project: LaunchProject, slurm_cluster: SlurmCluster, tmp_path: Path
+):
+    dead = tmp_path / "dead.conf"
+    text = slurm_cluster.conf.read_text()
+    dead.write_text(
+        "\n".join(
+            "SlurmctldPort=1" if line.startswith("SlurmctldPort=") else line
+            for line in text.splitlines()
+        )
+    )
+    (project.root / "exp.yaml").write_text("steps: 5\n")
+    project.env["SLURM_CONF"] = str(dead)
+    done = project.command("slurm-launch", "train", "--args", "exp.yaml")
+    assert done.returncode == 2
+    assert done.stderr.startswith("slurm-launch: error: sbatch failed")
+    assert "Unable to contact slurm controller" in done.stderr
+    assert done.stderr.count("\n") == 1
+    assert _snapshot(project) == ([], 0)
+    assert not list((project.root / ".blocktrain" / "launches").iterdir())

@@ -73,6 +73,18 @@ def launched(
     return project, runs, status_rows(slurm_cluster, project)
 
 
+def diagnosis(project: Path) -> str:
+    """The run's status files and the tails of the jobs' own stderr, for a failure message."""
+    state = project / ".blocktrain"
+    parts = [
+        f"--- {p.relative_to(state)}\n{p.read_text()}" for p in state.glob("logs/*/status.json")
+    ]
+    for err in sorted(state.glob("launches/*/submitit/*_log.err")):
+        tail = "\n".join(err.read_text(errors="replace").splitlines()[-15:])
+        parts.append(f"--- {err.name}\n{tail}")
+    return "\n".join(parts)
+
+
 def wait_until_ended(
     cluster: SlurmCluster, project: Path, runs: dict[str, str]
 ) -> dict[str, dict[str, object]]:
@@ -95,7 +107,7 @@ def test_status_shows_both_array_elements_queued(
     for run_id, job_id in runs.items():
         assert early[run_id]["job_id"] == job_id
         assert early[run_id]["state"] in ("PENDING", "CONFIGURING", "RUNNING", "COMPLETING")
-    assert sorted(row["array_index"] for row in early.values()) == [0, 1]
+    assert {row["array_index"] for row in early.values()} == {0, 1}
 
 
 def test_log_prints_the_training_lines(
@@ -124,7 +136,7 @@ def test_status_shows_completion_attempt_and_metric(
     rows = wait_until_ended(slurm_cluster, project, runs)
     for run_id in runs:
         row = rows[run_id]
-        assert row["state"] == "COMPLETED", row
+        assert row["state"] == "COMPLETED", f"{row}\n{diagnosis(project)}"
         assert row["attempt"] == 1
         assert str(row["metric"]).startswith("val_accuracy=")
         assert row["nodes"]
@@ -165,7 +177,8 @@ def test_status_without_accounting_uses_the_runs_own_status(
         check=False,
     )
     assert done.returncode == 0, done.stderr
-    assert {row["state"] for row in json.loads(done.stdout)} == {"FINISHED"}
+    states = {row["state"] for row in json.loads(done.stdout)}
+    assert states == {"FINISHED"}, f"{done.stdout}\n{diagnosis(project)}"
     assert done.stderr.startswith("slurm-status: note: no accounting")
 
 
