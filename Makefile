@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 UV ?= $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
 PYTEST_ARGS ?=
 
-.PHONY: help init lock format lint type-check test test-unit demo mlflow-server
+.PHONY: help init lock format lint type-check test test-unit bench demo mlflow-server
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -40,6 +40,11 @@ test: ## the full test suite, integration tests against real local services incl
 
 test-unit: ## fast unit tests only
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+bench: ## run every benchmarks/bench_*.py; each prints its figures and ratios to a baseline
+	@# The status benchmark asks the local cluster when one is up (scripts/local-slurm up).
+	@set -e; [ -f .blocktrain/slurm/etc/slurm.conf ] && export BLOCKTRAIN_BENCH_SLURM_CONF=$${BLOCKTRAIN_BENCH_SLURM_CONF:-.blocktrain/slurm/etc/slurm.conf}; \
+	for bench in benchmarks/bench_*.py; do echo "== $$bench"; $(PY) $$bench; done
 
 demo: init ## train the demo entry function, tracked in the embedded SQLite MLflow store
 	PY=$(PY) scripts/demo
