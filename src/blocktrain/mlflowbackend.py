@@ -5,11 +5,14 @@ mlflow is imported inside functions only, so importing this module stays cheap.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Generator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from blocktrain.atomic import locked
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -31,6 +34,14 @@ def run_url(uri: str, experiment_id: str, run_id: str) -> str | None:
     if not uri.startswith(("http://", "https://")):
         return None
     return f"{uri.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` URI (relative or absolute), else None."""
+    prefix = "sqlite:///"
+    if not uri.startswith(prefix) or uri == prefix + ":memory:":
+        return None
+    return Path(uri.removeprefix(prefix).split("?", 1)[0])
 
 
 def project_root(start: Path) -> Path:
@@ -55,7 +66,23 @@ class MlflowBackend:
                 logging.getLogger(name).setLevel(logging.WARNING)
         self.uri = uri
         self._artifact_root = artifact_root
-        self.client: MlflowClient = MlflowClient(tracking_uri=uri)
+        with self.exclusive():
+            # Opening the store creates and migrates a new database; two processes doing it at
+            # once both run the migrations and one fails, so it happens under the lock.
+            self.client: MlflowClient = MlflowClient(tracking_uri=uri)
+
+    @contextlib.contextmanager
+    def exclusive(self) -> Generator[None]:
+        """Hold the embedded store's lock file: SQLite copes badly with many writers at once.
+
+        A tracking server serialises its own writes; for it this holds nothing.
+        """
+        database = sqlite_path(self.uri)
+        if database is None:
+            yield
+            return
+        with locked(database.with_name(database.name + ".lock")):
+            yield
 
     def experiment_id(self, name: str) -> str:
         found = self.client.get_experiment_by_name(name)

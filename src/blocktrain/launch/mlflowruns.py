@@ -35,28 +35,35 @@ def create_runs(
 ) -> list[str]:
     """One SCHEDULED run per argument set, with params, code and launch tags."""
     created: list[str] = []
-    try:
-        for index, (name, values) in enumerate(zip(names, args, strict=True)):
-            run_tags = {**git_tags(git), **tags}
-            if len(args) > 1:
-                run_tags["blocktrain.array_index"] = str(index)
-            run_id = store.create_run(experiment, name, run_tags)
-            created.append(run_id)
-            params = param_strings({k: redact(str(v)) for k, v in flatten(dict(values)).items()})
-            items = list(params.items())
-            for start in range(0, len(items), 100):  # MLflow takes 100 params per request
-                store.log_batch(run_id, [], dict(items[start : start + 100]), {})
-            if diff_file is not None:
-                store.log_artifacts(run_id, str(diff_file), "code")
-            store.set_status(run_id, "SCHEDULED", None)
-    except BaseException:
-        delete_runs(store, created)
-        raise
+    with store.exclusive():
+        try:
+            for index, (name, values) in enumerate(zip(names, args, strict=True)):
+                run_tags = {**git_tags(git), **tags}
+                if len(args) > 1:
+                    run_tags["blocktrain.array_index"] = str(index)
+                run_id = store.create_run(experiment, name, run_tags)
+                created.append(run_id)
+                flat = flatten(dict(values))
+                params = param_strings({k: redact(str(v)) for k, v in flat.items()})
+                items = list(params.items())
+                for start in range(0, len(items), 100):  # MLflow takes 100 params per request
+                    store.log_batch(run_id, [], dict(items[start : start + 100]), {})
+                if diff_file is not None:
+                    store.log_artifacts(run_id, str(diff_file), "code")
+                store.set_status(run_id, "SCHEDULED", None)
+        except BaseException:
+            _delete(store, created)
+            raise
     return created
 
 
 def delete_runs(store: MlflowBackend, run_ids: Sequence[str]) -> None:
     """Remove runs whose job never got submitted, so no orphan run is left behind."""
+    with store.exclusive():
+        _delete(store, run_ids)
+
+
+def _delete(store: MlflowBackend, run_ids: Sequence[str]) -> None:
     for run_id in run_ids:
         with contextlib.suppress(Exception):
             store.client.delete_run(run_id)

@@ -107,9 +107,10 @@ def time_minutes(text: str | int) -> int:
         if text <= 0:
             raise ValueError(f"time {text} must be a positive number of minutes")
         return text
-    days, _, clock = text.strip().rpartition("-")
+    days, dash, clock = text.strip().rpartition("-")
     fields = clock.split(":")
-    if not all(f.isdigit() for f in fields) or (days and not days.isdigit()) or len(fields) > 3:
+    bad_days = bool(dash) and not days.isdigit()
+    if not all(f.isdigit() for f in fields) or bad_days or len(fields) > 3:
         raise ValueError(f"time {text!r} is not a Slurm time such as 01:30:00 or 2-00:00:00")
     numbers = [int(f) for f in fields]
     if days:  # D-HH, D-HH:MM, D-HH:MM:SS

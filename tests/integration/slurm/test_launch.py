@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -308,3 +309,91 @@ def test_unreachable_cluster_is_one_line_and_rolls_back(
     assert done.stderr.count("\n") == 1
     assert _snapshot(project) == ([], 0)
     assert not list((project.root / ".blocktrain" / "launches").iterdir())
+
+
+STANDIN_APPTAINER = """\
+#!/bin/bash
+# A stand-in for `apptainer exec [OPTIONS] IMAGE COMMAND...` (Apptainer is not installed on the
+# test machine): it records its arguments, applies --pwd, and runs COMMAND on the host.
+echo "$*" >> "$APPTAINER_STANDIN_LOG"
+[ "$1" = exec ] || { echo "stand-in handles only exec" >&2; exit 64; }
+shift
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --nv) shift ;;
+        --bind|-B) shift 2 ;;
+        --pwd) cd "$2" || exit 65; shift 2 ;;
+        -*) echo "stand-in: unknown option $1" >&2; exit 64 ;;
+        *) break ;;
+    esac
+done
+[ -f "$1" ] || { echo "stand-in: no image $1" >&2; exit 66; }
+shift
+exec "$@"
+"""
+
+
+def test_tasks_run_through_apptainer_exec_with_the_image_digest_logged(
+    project: LaunchProject, tmp_path: Path
+):
+    import hashlib
+
+    bin_dir = tmp_path / "standin-bin"
+    bin_dir.mkdir()
+    standin = bin_dir / "apptainer"
+    standin.write_text(STANDIN_APPTAINER)
+    standin.chmod(0o755)
+    calls = tmp_path / "apptainer-calls.log"
+    image = tmp_path / "training.sif"
+    image.write_bytes(b"not a real image, but bytes to digest\n" * 1000)
+    project.env["PATH"] = f"{bin_dir}:{project.env['PATH']}"
+    project.env["APPTAINER_STANDIN_LOG"] = str(calls)
+    (project.root / "exp.yaml").write_text("steps: 20\nstep_seconds: 0.0\n")
+
+    run_id, _ = project.launch(
+        "train", "--args", "exp.yaml", "--slurm", f"image={image}", "--slurm", "binds=[/tmp:/tmp]"
+    )
+    project.wait(lambda: project.run_status(run_id) in FINAL, 240, f"run {run_id} to end")
+    assert project.run_status(run_id) == "FINISHED"
+    lines = calls.read_text().splitlines()
+    assert len(lines) == 2  # one `apptainer exec` per task
+    root = project.root
+    for line in lines:
+        assert line.startswith(f"exec --bind {root}:{root} --bind /tmp:/tmp --pwd {root} {image}")
+        assert "--nv" not in line  # a CPU profile asks for no GPU driver
+        assert "-m submitit.core._submit" in line
+    tags = project.tags(run_id)
+    assert tags["container.image"] == str(image)
+    assert tags["container.digest"] == "sha256:" + hashlib.sha256(image.read_bytes()).hexdigest()
+
+
+def test_fifty_concurrent_launches_lose_no_record(project: LaunchProject):
+    """50 slurm-launch processes at once: 50 readable records, 50 runs, 50 held jobs."""
+    count = 50
+    (project.root / "exp.yaml").write_text("steps: 5\n")
+    argv = ["slurm-launch", "train", "--args", "exp.yaml", "--slurm", "sbatch.hold=true"]
+    children = [
+        subprocess.Popen(
+            argv,
+            cwd=project.root,
+            env=project.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(count)
+    ]
+    outputs = [child.communicate(timeout=600) for child in children]
+    failures = [err for child, (_, err) in zip(children, outputs, strict=True) if child.returncode]
+    assert failures == []
+    printed = {out.split()[1]: out.split()[3] for out, _ in outputs}
+    assert len(printed) == count
+    records = {}
+    for path in (project.root / ".blocktrain" / "runs").glob("*/run.json"):
+        record = json.loads(path.read_text())
+        records[record["run_id"]] = record["jobs"][-1]["job_id"]
+    assert records == printed
+    assert {r["run_id"] for r in project.runs()} == set(printed)
+    held = project.command("squeue", "-h", "-o", "%i|%r", "-t", "PD").stdout.split()
+    held_jobs = {line.split("|")[0] for line in held if line.endswith("|JobHeldUser")}
+    assert set(printed.values()) <= held_jobs

@@ -7,6 +7,7 @@ optimizer momentum, step).
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 from pathlib import Path
@@ -39,6 +40,11 @@ def train(
     net = nn.parallel.DistributedDataParallel(model) if distributed else model
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
     folder = Path(os.environ.get("BLOCKTRAIN_CHECKPOINT_DIR", "checkpoints"))
+    canary = os.environ.get("LAUNCH_TEST_CANARY")
+    if canary is not None:  # a secret from the environment: printed, so logs must mask it
+        print(f"canary {canary}", flush=True)
+        digest = hashlib.sha256(canary.encode()).hexdigest()
+        (folder.parent / f"canary-rank-{rank}.sha256").write_text(digest)
     start = 0
     newest = checkpoint.newest_good(folder)
     if newest is not None:
