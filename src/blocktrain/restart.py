@@ -110,8 +110,18 @@ class RestartProtocol:
         if self.received is None:
             self.received = name
         if not self.polled and name == "TERM":
-            # Code that never asks should_stop() cannot checkpoint; end it like a plain SIGTERM.
-            raise Terminated("received SIGTERM (the entry function does not poll should_stop)")
+            # Nothing was trained since the last checkpoint (the attempt is still starting, or
+            # the code never polls should_stop): leave at once as a preemption instead of
+            # waiting for a step boundary that may be minutes away, or never come.
+            self._leave_unpolled()
+
+    def _leave_unpolled(self) -> NoReturn:
+        spent = read_counts(self.config.run_dir)
+        if not budget_allows(self.config.budgets, "preemption", spent):
+            raise Terminated("received SIGTERM; the preemption restart budget is spent")
+        if _is_rank_zero():
+            request_requeue(self.config, "preemption", spent)
+        raise RequeueRequested("preemption")
 
     def cause(self) -> Cause:
         stop = (self.config.run_dir / "stop").exists()

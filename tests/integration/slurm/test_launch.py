@@ -241,9 +241,17 @@ def test_sweep_of_four_runs_is_one_array(project: LaunchProject):
     array = {j.split("_")[0] for j in job_ids}
     assert len(array) == 1
     assert sorted(j.split("_")[1] for j in job_ids) == ["0", "1", "2", "3"]
+    shown = project.command("slurm-status", "--json")
+    assert shown.returncode == 0, shown.stderr
+    rows = {row["run_id"]: row for row in json.loads(shown.stdout)}
+    assert {r: rows[r]["job_id"] for r in run_ids} == dict(zip(run_ids, job_ids, strict=True))
+    assert [rows[r]["array_index"] for r in run_ids] == [0, 1, 2, 3]
     project.wait(
         lambda: all(project.run_status(r) == "FINISHED" for r in run_ids), 400, "four runs"
     )
+    table = project.command("slurm-status").stdout
+    assert all(r[:8] in table for r in run_ids)
+    assert table.count("FINISHED") + table.count("COMPLETED") >= 4
     assert [project.params(r)["seed"] for r in run_ids] == ["5", "6", "7", "8"]
     assert [project.params(r)["steps"] for r in run_ids] == ["20", "30", "20", "20"]
     sweep_ids = {project.tags(r)["blocktrain.sweep_id"] for r in run_ids}
