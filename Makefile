@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 UV ?= $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
 PYTEST_ARGS ?=
 
-.PHONY: help init lock format lint type-check test test-unit bench demo mlflow-server
+.PHONY: help init lock format lint type-check test test-unit bench demo mlflow-server s3-server
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -51,3 +51,6 @@ demo: init ## train the demo entry function, tracked in the embedded SQLite MLfl
 
 mlflow-server: ## start a local MLflow tracking server on a private port (scripts/mlflow-server)
 	$(PY) scripts/mlflow-server up
+
+s3-server: ## start a local S3 server (SeaweedFS) on private ports (scripts/local-s3)
+	$(PY) scripts/local-s3 up

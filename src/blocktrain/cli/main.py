@@ -16,7 +16,7 @@ GROUPS: dict[str, tuple[str, str]] = {
         "blocktrain.cli.secrets",
         "encrypted credentials: init, set, get, list, env, rotate",
     ),
-    "cache": ("blocktrain.cli.cache", "the dataset cache: size of each entry, clean"),
+    "cache": ("blocktrain.cli.cache", "the dataset cache: size of each entry, clean, fetch now"),
 }
 
 USAGE = "usage: blocktrain {" + ",".join(GROUPS) + "} ...\n"
