@@ -4,7 +4,8 @@ A checkpoint is ``folder/step-000000042.pt`` beside ``step-000000042.pt.sha256``
 ``sha256sum`` format, so ``sha256sum -c`` checks it by hand). Both are written to a temporary
 file in the same folder, synced and renamed into place, the checksum first; a checkpoint is
 good only when its checksum file exists and matches. A crash at any moment therefore leaves
-either a good checkpoint or something :func:`newest_good` skips.
+either a good checkpoint or something :func:`newest_good` skips. ``folder/best.json`` names
+the checkpoint with the best monitored metric (:func:`mark_best`, :func:`best`).
 
 torch (and numpy) are imported when a function needs them, not with the module.
 """
@@ -12,6 +13,7 @@ torch (and numpy) are imported when a function needs them, not with the module.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import random
 import re
@@ -31,6 +33,8 @@ if TYPE_CHECKING:
 
 _NAME = re.compile(r"step-(\d{9,})\.pt")
 _NAME_OR_SIDECAR = re.compile(r"step-(\d{9,})\.pt(?:\.sha256)?")
+_LEFTOVER = re.compile(r"\.(?:step-\d{9,}\.pt(?:\.sha256)?|best\.json)\.[0-9a-f]{8}\.tmp")
+BEST_FILE = "best.json"
 
 
 def checkpoint_path(folder: Path, step: int) -> Path:
@@ -189,6 +193,38 @@ def prune(folder: Path, keep_last: int, keep: Iterable[Path] = ()) -> list[Path]
     return removed
 
 
+def mark_best(checkpoint: Path, monitor: str, value: float) -> None:
+    """Record ``checkpoint`` (already saved) as the best one of its folder, atomically."""
+    folder = checkpoint.parent
+    record = {"file": checkpoint.name, "monitor": monitor, "value": value}
+    line = (json.dumps(record) + "\n").encode()
+    _write_synced(folder / BEST_FILE, lambda file: file.write(line)).replace(folder / BEST_FILE)
+    _fsync_dir(folder)
+
+
+def best(folder: Path) -> Path | None:
+    """The checkpoint :func:`mark_best` recorded, if it is still good; None otherwise."""
+    try:
+        record = json.loads((folder / BEST_FILE).read_text())
+        path = folder / str(record["file"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return path if _NAME.fullmatch(path.name) and is_good(path) else None
+
+
+def remove_leftovers(folder: Path) -> list[Path]:
+    """Delete the temporary files of saves that a crash interrupted; returns them.
+
+    Call it only while nothing saves into ``folder`` (at the start of a job, on rank 0).
+    """
+    removed: list[Path] = []
+    for name in _names(folder):
+        if _LEFTOVER.fullmatch(name):
+            (folder / name).unlink(missing_ok=True)
+            removed.append(folder / name)
+    return removed
+
+
 def rng_state() -> dict[str, Any]:
     """The state of Python's, numpy's (when installed), torch's and CUDA's (when available)
     random generators, in types that :func:`load` reads with ``weights_only``.
@@ -243,6 +279,12 @@ class CheckpointConfig:
     every_steps: int | None = None
     every_minutes: float | None = None
     keep_last: int = 3
+    keep_best: bool = True
+    """also keep the checkpoint with the best monitored validation metric"""
+    asynchronous: bool = True
+    """copy the state to CPU memory and write it from a background thread"""
+    upload: bool = True
+    """copy the last and the best checkpoint to the MLflow run's artifacts, in the background"""
 
     def __post_init__(self) -> None:
         if self.every_steps is None and self.every_minutes is None:

@@ -133,6 +133,8 @@ class RunWriter:
         self._pending: deque[Op] = deque()
         self._lock = threading.Condition()
         self._stopping = False
+        self._in_flight = 0
+        """How many ops at the head of ``_pending`` the sender is sending right now."""
         self._outage_since: float | None = None
         self._idle = True
         self._thread = threading.Thread(target=self._loop, name="blocktrain-mlflow", daemon=True)
@@ -146,8 +148,11 @@ class RunWriter:
     def submit(self, op: Op) -> None:
         with self._lock:
             if op.kind == "artifacts":
-                # A newer upload of the same folder makes a queued one pointless.
-                self._pending = deque(p for p in self._pending if p.data != op.data)
+                # A newer upload of the same folder makes a queued one pointless; the ops being
+                # sent stay, since the sender removes exactly that many once they went through.
+                sending = list(self._pending)[: self._in_flight]
+                waiting = [p for p in list(self._pending)[self._in_flight :] if p.data != op.data]
+                self._pending = deque(sending + waiting)
             self._pending.append(op)
             self._idle = False
             self._lock.notify_all()
@@ -185,16 +190,19 @@ class RunWriter:
                 if self._stopping:
                     return
                 count, request = coalesce(list(self._pending), self._run_id)
-            if self._send(request):
-                delays = iter(self._retry.delays())
-                with self._lock:
+                self._in_flight = count
+            sent = self._send(request)
+            with self._lock:
+                self._in_flight = 0
+                if sent:
                     for _ in range(count):
                         self._pending.popleft()
                     self._idle = not self._pending
                     self._lock.notify_all()
-            else:
-                with self._lock:
+                else:
                     self._lock.wait(timeout=next(delays))
+            if sent:
+                delays = iter(self._retry.delays())
 
     def _send(self, op: Op) -> bool:
         """True when the op is done with (sent, or dropped as unfixable)."""

@@ -115,6 +115,8 @@ class Tracker:
     writer: RunWriter | None = None
     experiment_id: str | None = None
     latest_metrics: dict[str, float] = field(default_factory=dict[str, float])
+    last_step: int = 0
+    """The highest step logged so far; final metrics are logged at it, not at step 0."""
 
     @property
     def run_id(self) -> str | None:
@@ -135,6 +137,8 @@ class Tracker:
         if len(finite) < len(metrics):
             _log.warning("skipped non-finite metric values: %s", sorted(set(metrics) - set(finite)))
         self.latest_metrics.update(finite)
+        if step is not None:
+            self.last_step = max(self.last_step, step)
         if self.writer is None or not finite:
             return
         now = int(time.time() * 1000)
@@ -214,7 +218,7 @@ def log_returned_metrics(tracker: Tracker, result: object) -> None:
             if isinstance(v, int | float) and not isinstance(v, bool)
         }
         if numbers:
-            tracker.log_metrics(numbers)
+            tracker.log_metrics(numbers, tracker.last_step)
 
 
 @contextlib.contextmanager

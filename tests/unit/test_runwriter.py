@@ -139,3 +139,34 @@ def test_repeated_artifact_uploads_of_one_folder_are_deduplicated():
     backend.down.clear()
     assert writer.flush(5)
     assert backend.calls.count(("artifacts", "logs")) <= 2
+
+
+class SlowUploadBackend(RecordingBackend):
+    """Holds the first artifact upload until released, to submit while it is being sent."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.uploading = threading.Event()
+        self.release = threading.Event()
+
+    def log_artifacts(self, run_id: str, local_dir: str, artifact_path: str) -> None:
+        if not self.uploading.is_set():
+            self.uploading.set()
+            assert self.release.wait(5)
+        super().log_artifacts(run_id, local_dir, artifact_path)
+
+
+def test_a_repeated_upload_submitted_during_its_own_send_loses_nothing(tmp_path: Path):
+    backend = SlowUploadBackend()
+    writer = RunWriter(backend, run_id="r", warn=lambda _: None, retry=FAST)
+    upload = Op("artifacts", {"local_dir": str(tmp_path), "artifact_path": "logs"})
+    writer.submit(upload)
+    assert backend.uploading.wait(5)
+    writer.submit(metric(1))
+    writer.submit(Op("artifacts", dict(upload.data)))  # the same folder, queued again
+    writer.submit(metric(2))
+    backend.release.set()
+    assert writer.flush(5)
+    assert [m[3] for m in backend.metrics] == [1, 2]
+    assert backend.calls.count(("artifacts", "logs")) == 2
+    writer.close(1, tmp_path / "spill.jsonl")

@@ -1,0 +1,159 @@
+"""Loop overhead: samples/s of the training engine beside a minimal hand-written PyTorch loop.
+
+    .venv/bin/python benchmarks/bench_engine.py        (make bench)
+
+Both train the demo's CNN on the same synthetic 16x16 images with the same global batch (64),
+SGD with momentum, one thread per process: in one process, then in two Gloo processes (DDP,
+DistributedSampler). The minimal loop is what a researcher writes by hand; the engine adds
+its per-step bookkeeping (loss totals on the device, the step boundary, logging every 10
+steps). Each runs ROUNDS times, alternating, after a warm-up; the best round of each counts,
+since on a shared machine the other processes only ever slow a round down. Prints samples/s
+and the ratio engine / minimal; asserts nothing (goal: ratio >= 0.97).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+EXAMPLES = 4096
+BATCH = 64
+EPOCHS = 2
+ROUNDS = 5
+HERE = Path(__file__).resolve()
+
+
+def setup() -> tuple[Any, Any]:
+    import torch
+
+    torch.set_num_threads(1)
+    from blocktrain.demo import dataset, network
+
+    return dataset(EXAMPLES, 0.3, seed=0), network(16)
+
+
+def minimal_loop(data: Any, model: Any, rank: int, world: int) -> float:  # noqa: ANN401
+    """Seconds for EPOCHS epochs of the plain loop a researcher writes."""
+    import torch
+    from torch import nn
+    from torch.nn.parallel import DistributedDataParallel
+    from torch.utils.data import DataLoader, DistributedSampler
+
+    net = DistributedDataParallel(model) if world > 1 else model
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    sampler = DistributedSampler(data, num_replicas=world, rank=rank, seed=0)
+    loader = DataLoader(data, batch_size=BATCH // world, sampler=sampler)
+    start = time.perf_counter()
+    for epoch in range(EPOCHS):
+        sampler.set_epoch(epoch)
+        for images, labels in loader:
+            loss = nn.functional.cross_entropy(net(images), labels)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    return time.perf_counter() - start
+
+
+def engine_loop(data: Any, model: Any, rank: int, world: int) -> float:  # noqa: ANN401
+    """Seconds for EPOCHS epochs of Trainer.fit with the same model, data and batch."""
+    import torch
+    from torch import nn
+
+    from blocktrain.train import TrainConfig, Trainer
+
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    trainer = Trainer(
+        model,
+        optimizer,
+        nn.functional.cross_entropy,
+        config=TrainConfig(epochs=EPOCHS, batch_size=BATCH, seed=0),
+    )
+    start = time.perf_counter()
+    with contextlib.redirect_stdout(io.StringIO()):  # its progress lines
+        trainer.fit(data)
+    return time.perf_counter() - start
+
+
+def measure(rank: int, world: int) -> dict[str, float]:
+    """Best samples/s of each loop over ROUNDS alternating rounds (after one warm-up each)."""
+    data, model = setup()
+    import copy
+
+    best = {"minimal": 0.0, "engine": 0.0}
+    loops = {"minimal": minimal_loop, "engine": engine_loop}
+    for round_ in range(ROUNDS + 1):
+        for name, loop in loops.items():
+            seconds = loop(data, copy.deepcopy(model), rank, world)
+            if round_:  # the first round warms caches and allocators up
+                best[name] = max(best[name], EPOCHS * EXAMPLES / seconds)
+    return best
+
+
+def child() -> None:
+    from blocktrain.distributed import process_group
+
+    with process_group(timeout_s=120) as place:
+        result = measure(place.rank, place.world_size)
+    if place.rank == 0:
+        print("RESULT " + json.dumps(result), flush=True)  # noqa: T201
+
+
+def two_processes() -> dict[str, float]:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    procs = []
+    for rank in range(2):
+        env = {
+            **os.environ,
+            "RANK": str(rank),
+            "LOCAL_RANK": str(rank),
+            "WORLD_SIZE": "2",
+            "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": str(port),
+            "CUDA_VISIBLE_DEVICES": "",
+        }
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, str(HERE), "--child"], env=env, stdout=subprocess.PIPE, text=True
+            )
+        )
+    outputs = [proc.communicate(timeout=1800)[0] for proc in procs]
+    if any(proc.returncode for proc in procs):
+        raise SystemExit(f"a rank failed: exit codes {[p.returncode for p in procs]}")
+    return json.loads(outputs[0].rsplit("RESULT ", 1)[1])
+
+
+def report(label: str, result: dict[str, float]) -> None:
+    ratio = result["engine"] / result["minimal"]
+    print(  # noqa: T201
+        f"{label:<22} minimal loop {result['minimal']:8.0f} samples/s   engine "
+        f"{result['engine']:8.0f} samples/s   ratio {ratio:.3f} (goal >= 0.97)",
+        flush=True,
+    )
+
+
+def main() -> None:
+    if "--child" in sys.argv:
+        child()
+        return
+    print(  # noqa: T201
+        f"demo CNN, {EXAMPLES} synthetic 16x16 images, global batch {BATCH}, {EPOCHS} epochs a "
+        f"round, best of {ROUNDS} rounds, 1 thread per process",
+        flush=True,
+    )
+    os.environ["CUDA_VISIBLE_DEVICES"] = ""
+    report("1 process", measure(0, 1))
+    report("2 Gloo processes (DDP)", two_processes())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,64 @@
+"""The training engine: plain PyTorch building blocks for train, evaluate and predict.
+
+- :mod:`~blocktrain.train.config`: the settings (``TrainConfig``, ``EarlyStopping``,
+  ``ExportConfig``; ``CheckpointConfig`` lives in :mod:`blocktrain.checkpoint`);
+- :mod:`~blocktrain.train.loop`: ``Trainer`` (fit, evaluate) and ``evaluate_model``;
+- :mod:`~blocktrain.train.inference`: ``evaluate`` and ``predict`` from a run's checkpoint;
+- :mod:`~blocktrain.train.metrics`, :mod:`~blocktrain.train.checkpointing`,
+  :mod:`~blocktrain.train.export`, :mod:`~blocktrain.train.plots`,
+  :mod:`~blocktrain.train.progress`, :mod:`~blocktrain.train.data`: the pieces they use.
+
+Importing this package, or its config module, does not import torch, so that entry modules
+can take the configs as typed parameters and still load fast; the names below that need torch
+load on first use.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from blocktrain.checkpoint import CheckpointConfig
+from blocktrain.train.config import EarlyStopping, ExportConfig, TrainConfig, TrainConfigError
+
+if TYPE_CHECKING:
+    from blocktrain.train.checkpointing import default_folder
+    from blocktrain.train.inference import evaluate, find_checkpoint, load_weights, predict
+    from blocktrain.train.loop import Trainer, evaluate_model, seed_everything
+    from blocktrain.train.metrics import accuracy
+
+_LAZY = {
+    "Trainer": "loop",
+    "evaluate_model": "loop",
+    "seed_everything": "loop",
+    "accuracy": "metrics",
+    "default_folder": "checkpointing",
+    "evaluate": "inference",
+    "predict": "inference",
+    "find_checkpoint": "inference",
+    "load_weights": "inference",
+}
+
+__all__ = [
+    "CheckpointConfig",
+    "EarlyStopping",
+    "ExportConfig",
+    "TrainConfig",
+    "TrainConfigError",
+    "Trainer",
+    "accuracy",
+    "default_folder",
+    "evaluate",
+    "evaluate_model",
+    "find_checkpoint",
+    "load_weights",
+    "predict",
+    "seed_everything",
+]
+
+
+def __getattr__(name: str) -> Any:  # noqa: ANN401 - whatever the named module defines
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'blocktrain.train' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"blocktrain.train.{module}"), name)

@@ -1,0 +1,256 @@
+"""``evaluate`` and ``predict``: a trained model, from a run's checkpoint, on new data.
+
+A run's checkpoints are found where ``slurm-launch`` keeps them
+(``.blocktrain/runs/<run id>/checkpoints`` in the project), else in the run's MLflow
+artifacts (``checkpoints/best`` or ``checkpoints/last``), downloaded and checked against
+their checksums. Both functions run on every rank of a distributed job: each rank takes every
+world-size-th example, and rank 0 reports.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, cast
+
+import torch
+import torch.distributed as dist
+
+from blocktrain import checkpoint, track
+from blocktrain.errors import BlocktrainError
+from blocktrain.train import data as datasets
+from blocktrain.train.loop import autocast, default_device, evaluate_model, rank_and_world
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from blocktrain.train.data import Data
+    from blocktrain.train.metrics import MetricFn
+    from blocktrain.values import JSON
+
+    RowFn = Callable[[torch.Tensor], list[dict[str, JSON]]]
+
+Which = Literal["best", "last"]
+
+
+def _run_folder(run_id: str) -> Path:
+    from blocktrain.launch.records import Layout
+    from blocktrain.mlflowbackend import project_root
+
+    return Layout(project_root(Path.cwd())).checkpoints(run_id)
+
+
+def _local(folder: Path, which: Which) -> Path | None:
+    if which == "best":
+        found = checkpoint.best(folder)
+        if found is not None:
+            return found
+    return checkpoint.newest_good(folder)
+
+
+def _download(run_id: str, which: Which, into: Path) -> Path | None:
+    """The run's uploaded checkpoint, downloaded under ``into`` and verified; None if absent."""
+    from mlflow import MlflowClient
+
+    from blocktrain.mlflowbackend import project_root, tracking_uri
+
+    client = MlflowClient(tracking_uri=tracking_uri(os.environ, project_root(Path.cwd())))
+    for kind in (which, "last") if which == "best" else (which,):
+        listed = client.list_artifacts(run_id, f"checkpoints/{kind}")  # pyright: ignore[reportUnknownMemberType]
+        names = {Path(item.path).name for item in listed}
+        if f"{kind}.pt" not in names:
+            continue
+        into.mkdir(parents=True, exist_ok=True)
+        local = Path(client.download_artifacts(run_id, f"checkpoints/{kind}", str(into)))
+        path = local / f"{kind}.pt"
+        if not checkpoint.is_good(path):
+            raise BlocktrainError(
+                f"the {kind} checkpoint of run {run_id} does not match its checksum after the "
+                "download; download it again, or use the other one (which='last')"
+            )
+        return path
+    return None
+
+
+def find_checkpoint(
+    *, run_id: str | None = None, folder: Path | None = None, which: Which = "best"
+) -> Path:
+    """The best (else the newest) or the newest good checkpoint of a folder or of a run.
+
+    For a run: its checkpoint folder in this project, else its MLflow artifacts (downloaded
+    into ``.blocktrain/runs/<run id>/downloaded``).
+    """
+    if folder is None and run_id is None:
+        raise BlocktrainError("find_checkpoint needs a run_id or a folder")
+    where = folder if folder is not None else _run_folder(cast("str", run_id))
+    found = _local(where, which)
+    if found is None and run_id is not None:
+        found = _download(run_id, which, where.parent / "downloaded")
+    if found is None:
+        whose = f"run {run_id}" if run_id is not None else str(where)
+        raise BlocktrainError(
+            f"no good checkpoint for {whose} (looked in {where}"
+            f"{' and its MLflow artifacts' if run_id else ''}); check the id, or train it first"
+        )
+    return found
+
+
+def load_weights(
+    model: nn.Module,
+    source: Path | None = None,
+    *,
+    run_id: str | None = None,
+    which: Which = "best",
+) -> Path:
+    """Load a checkpoint's model weights into ``model``; returns the checkpoint used.
+
+    ``source`` is a checkpoint file or a folder of them; without it, ``run_id`` names the run.
+    """
+    if source is not None and source.is_file():
+        path = source
+    else:
+        path = find_checkpoint(run_id=run_id, folder=source, which=which)
+    state = checkpoint.load(path)
+    model.load_state_dict(state.get("model", state))
+    return path
+
+
+def evaluate(
+    model: nn.Module,
+    data: Data,
+    *,
+    checkpoint_path: Path | None = None,
+    run_id: str | None = None,
+    which: Which = "best",
+    loss_fn: Callable[[Any, Any], torch.Tensor] | None = None,
+    metrics: Mapping[str, MetricFn] | None = None,
+    split: str = "test",
+    batch_size: int = 256,
+    precision: str = "fp32",
+    device: torch.device | None = None,
+) -> dict[str, float]:
+    """Metrics of ``model`` on ``data`` over all ranks, logged to the current run.
+
+    The weights come from ``checkpoint_path`` (a file or folder) or the run's best (else last)
+    checkpoint; with neither, the model is evaluated as it is. Names are ``{split}_{metric}``
+    and ``{split}_loss``.
+    """
+    device = device or default_device()
+    if checkpoint_path is not None or run_id is not None:
+        load_weights(model, checkpoint_path, run_id=run_id, which=which)
+    model.to(device)
+    rank, world = rank_and_world()
+    batches, _ = datasets.eval_batches(
+        data,
+        max(1, batch_size // world),
+        rank=rank,
+        world=world,
+        num_workers=0,
+        pin_memory=device.type == "cuda",
+    )
+    result = evaluate_model(
+        model,
+        batches,
+        device=device,
+        loss_fn=loss_fn,
+        metrics=metrics,
+        prefix=split,
+        precision=precision,
+    )
+    tracker = track.current()
+    if tracker is not None:
+        tracker.log_metrics(result.values)
+    return result.values
+
+
+def default_rows(outputs: torch.Tensor) -> list[dict[str, JSON]]:
+    """One row per example: class and probability for logits ``[batch, classes]``, else the
+    flattened output values."""
+    if outputs.dim() == 2 and outputs.shape[1] > 1:
+        probabilities = outputs.float().softmax(dim=1)
+        scores, classes = probabilities.max(dim=1)
+        # tolist() is untyped in torch's stubs.
+        predicted = cast("list[int]", classes.tolist())  # pyright: ignore[reportUnknownMemberType]
+        confidence = cast("list[float]", scores.tolist())  # pyright: ignore[reportUnknownMemberType]
+        return [{"prediction": c, "score": s} for c, s in zip(predicted, confidence, strict=True)]
+    flat = cast("list[list[float]]", outputs.float().reshape(outputs.shape[0], -1).tolist())  # pyright: ignore[reportUnknownMemberType]
+    return [{"output": row[0] if len(row) == 1 else cast("JSON", row)} for row in flat]
+
+
+def predict(
+    model: nn.Module,
+    data: Data,
+    output: Path,
+    *,
+    checkpoint_path: Path | None = None,
+    run_id: str | None = None,
+    which: Which = "best",
+    rows: RowFn | None = None,
+    batch_size: int = 256,
+    precision: str = "fp32",
+    device: torch.device | None = None,
+) -> Path:
+    """Batched inference over ``data``, written by rank 0 to ``output`` (.csv or .json).
+
+    Each row starts with the example's ``index`` in ``data``; ``rows`` turns a batch of
+    outputs into rows (default: :func:`default_rows`). The file is also logged to the current
+    run under ``predictions/``. Returns ``output``.
+    """
+    suffix = output.suffix.lower()
+    if suffix not in (".csv", ".json"):
+        raise BlocktrainError(f"predictions go to a .csv or .json file, not {output.name!r}")
+    device = device or default_device()
+    if checkpoint_path is not None or run_id is not None:
+        load_weights(model, checkpoint_path, run_id=run_id, which=which)
+    model.to(device).eval()
+    rank, world = rank_and_world()
+    batches, indices = datasets.eval_batches(
+        data, max(1, batch_size // world), rank=rank, world=world, num_workers=0, pin_memory=False
+    )
+    produced: list[dict[str, JSON]] = []
+    with torch.no_grad():
+        for batch in batches:
+            inputs, _ = datasets.split_batch(datasets.to_device(batch, device))
+            with autocast(device, precision):
+                outputs = cast("torch.Tensor", model(inputs))
+            produced.extend((rows or default_rows)(outputs.float().cpu()))
+    numbered = [
+        {"index": index, **row}
+        for index, row in zip(indices or range(len(produced)), produced, strict=True)
+    ]
+    everything = _gather_rows(numbered, world)
+    if rank == 0:
+        _write_rows(sorted(everything, key=lambda row: cast("int", row["index"])), output)
+        tracker = track.current()
+        if tracker is not None:
+            tracker.log_artifacts(output, "predictions")
+    return output
+
+
+def _gather_rows(rows: list[dict[str, JSON]], world: int) -> list[dict[str, JSON]]:
+    if world == 1:
+        return rows
+    gathered: list[Any] = [None] * world
+    dist.all_gather_object(gathered, rows)
+    return [row for part in cast("list[list[dict[str, JSON]]]", gathered) for row in part]
+
+
+def _write_rows(rows: Sequence[Mapping[str, JSON]], output: Path) -> None:
+    from blocktrain.atomic import write_text_atomic
+
+    if output.suffix.lower() == ".json":
+        write_text_atomic(output, json.dumps(list(rows), indent=1) + "\n")
+        return
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow(
+            {k: json.dumps(v) if isinstance(v, list | dict) else v for k, v in row.items()}
+        )
+    write_text_atomic(output, text.getvalue())

@@ -1,0 +1,560 @@
+"""The training loop: a small :class:`Trainer` over plain PyTorch objects.
+
+Read :meth:`Trainer.fit` top to bottom: resume (or seed), then epochs of optimizer steps, each
+step followed by the step boundary (log, obey the restart protocol, checkpoint when due),
+each epoch by an evaluation (best checkpoint, early stopping, epoch schedulers), and at the
+end a last checkpoint and the exports. Every piece is a method a subclass can replace:
+:meth:`Trainer.forward_loss` for models whose batches are not ``(inputs, targets)``, for one.
+
+Under torch.distributed (every rank runs the same code) the model is wrapped in
+DistributedDataParallel, each rank reads its share of every global batch, metrics are
+reduced as sums and counts, and only rank 0 logs, prints and writes files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, cast
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.optim.lr_scheduler import LRScheduler, ReduceLROnPlateau
+
+from blocktrain import checkpoint as checkpoint_files
+from blocktrain import distributed, restart, track
+from blocktrain.checkpoint import CheckpointConfig
+from blocktrain.errors import BlocktrainError
+from blocktrain.train import data as datasets
+from blocktrain.train.checkpointing import Best, Checkpointer, resume_state
+from blocktrain.train.config import ExportConfig, TrainConfig
+from blocktrain.train.logbook import Logbook
+from blocktrain.train.metrics import Confusion, MetricFn, Pending, Totals, is_classification
+from blocktrain.train.progress import Display, format_values
+from blocktrain.train.state import Progress
+from blocktrain.values import JSON, to_jsonable
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from pathlib import Path
+
+    from blocktrain.train.data import Data
+    from blocktrain.train.export import Exported
+
+    LossFn = Callable[[Any, Any], torch.Tensor]
+    Scheduler = LRScheduler | ReduceLROnPlateau
+
+_log = logging.getLogger("blocktrain.train")
+CHECKPOINT_FORMAT = 1
+_AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python's, numpy's and torch's (CUDA's too) global generators."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)  # pyright: ignore[reportUnknownMemberType]
+
+
+def default_device() -> torch.device:
+    """The GPU this process was bound to (see blocktrain.distributed), else the CPU."""
+    if torch.cuda.is_available():
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def rank_and_world() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager[Any]:
+    """Mixed precision for the forward pass (and the loss); a no-op for fp32."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=_AMP_DTYPES[precision])
+
+
+@dataclass(frozen=True, slots=True)
+class Evaluation:
+    """Metrics over every rank, and a classifier's confusion counts."""
+
+    values: dict[str, float]
+    confusion: torch.Tensor | None = None
+
+
+def evaluate_model(
+    model: nn.Module,
+    batches: Iterable[Any],
+    *,
+    device: torch.device,
+    loss_fn: LossFn | None = None,
+    metrics: Mapping[str, MetricFn] | None = None,
+    prefix: str = "val",
+    precision: str = "fp32",
+    channels_last: bool = False,
+) -> Evaluation:
+    """Metrics of ``model`` over this rank's ``batches``, reduced over all ranks (a collective).
+
+    Names are ``{prefix}_{metric}`` in the order given, then ``{prefix}_loss``.
+    """
+    totals = Totals(device)
+    confusion: Confusion | None = None
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        for batch in batches:
+            inputs, targets = datasets.split_batch(
+                datasets.to_device(batch, device, channels_last=channels_last)
+            )
+            with autocast(device, precision):
+                outputs = model(inputs)
+                loss = loss_fn(outputs, targets) if loss_fn is not None else None
+            for name, metric in (metrics or {}).items():
+                totals.add(f"{prefix}_{name}", metric(outputs, targets))
+            if loss is not None:
+                totals.add_mean(f"{prefix}_loss", loss, datasets.batch_size_of(inputs))
+            if is_classification(outputs, targets):
+                confusion = confusion or Confusion(int(outputs.shape[1]), device)
+                confusion.add(outputs, targets)
+    model.train(was_training)
+    return Evaluation(totals.reduce(), confusion.reduce() if confusion is not None else None)
+
+
+class Trainer:
+    """Trains ``model`` with ``optimizer`` on ``loss_fn(outputs, targets)``; see :meth:`fit`.
+
+    The model is moved to ``device`` (default: this process's GPU, else the CPU) in place, so
+    an optimizer built from its parameters before stays valid. ``metrics`` maps names to
+    per-example metric functions (see :mod:`blocktrain.train.metrics`); ``args`` (the entry
+    function's resolved arguments) is stored in every checkpoint beside the configs.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        loss_fn: LossFn,
+        *,
+        config: TrainConfig | None = None,
+        scheduler: Scheduler | None = None,
+        metrics: Mapping[str, MetricFn] | None = None,
+        checkpoint: CheckpointConfig | None = None,
+        export: ExportConfig | None = None,
+        class_names: Sequence[str] | None = None,
+        args: Mapping[str, JSON] | None = None,
+        device: torch.device | None = None,
+    ) -> None:
+        self.config = config or TrainConfig()
+        self.rank, self.world = rank_and_world()
+        self.device = device or default_device()
+        if self.config.precision == "fp16" and self.device.type != "cuda":
+            raise BlocktrainError("precision fp16 needs a GPU; use bf16 or fp32 on the CPU")
+        self.model = model.to(self.device)
+        if self.config.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)  # pyright: ignore[reportCallIssue]
+        # What the forward passes call: compiled and/or DDP-wrapped. Evaluation skips DDP,
+        # whose forward is a collective; checkpoints save the bare self.model.
+        compiled = torch.compile(self.model) if self.config.compile else self.model
+        self._eval_net = cast("nn.Module", compiled)
+        self.net = self._eval_net if self.world == 1 else self._ddp(self._eval_net)
+        self.optimizer = optimizer
+        self.scheduler = scheduler
+        self.loss_fn = loss_fn
+        self.metrics = dict(metrics or {})
+        self.export_config = export
+        self.class_names = list(class_names) if class_names is not None else None
+        self.args: dict[str, JSON] = dict(args or {})
+        self.scaler = torch.amp.GradScaler(  # pyright: ignore[reportPrivateImportUsage]
+            self.device.type, enabled=self.config.precision == "fp16"
+        )
+        self.progress = Progress()
+        self.tracker = track.current()
+        self.logbook = Logbook(self.tracker, self.config.log_flush_seconds)
+        self.checkpointer = (
+            Checkpointer(checkpoint, writer=self.rank == 0, tracker=self.tracker)
+            if checkpoint is not None
+            else None
+        )
+        self.last_evaluation: Evaluation | None = None
+        self.exported: Exported | None = None
+        self._window = Totals(self.device)
+        self._window_start = (time.perf_counter(), 0)
+        self._logging: tuple[int, Pending, dict[str, float]] | None = None
+        self._display = Display(0, enabled=False)
+        self._evaluated_at: int | None = None
+
+    def _ddp(self, model: nn.Module) -> nn.Module:
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        return DistributedDataParallel(model, device_ids=ids)
+
+    # ---- the loop -----------------------------------------------------------------------
+
+    def fit(self, train_data: Data, val_data: Data | None = None) -> dict[str, float]:
+        """Train for ``config.epochs`` (or ``max_steps``), resuming from the newest checkpoint.
+
+        Returns the last validation metrics (empty without validation data). Raises what
+        :func:`blocktrain.restart.stop_now` raises when the restart protocol stops the job,
+        after the checkpoint is written.
+        """
+        config = self.config
+        if val_data is not None:
+            self._check_monitor()
+        resumed_from = self._start()
+        state = self.progress
+        per_epoch = self._steps_per_epoch(train_data)
+        last_step = min(config.max_steps or per_epoch * config.epochs, per_epoch * config.epochs)
+        self._display = display = Display(last_step, state.step, enabled=self.rank == 0)
+        if resumed_from is not None:
+            display.note(f"resumed from {resumed_from} (epoch {state.epoch}, step {state.step})")
+        self._window_start = (time.perf_counter(), state.step * config.batch_size)
+        try:
+            while state.epoch < config.epochs and not self._stalled():
+                if not self._train_epoch(train_data, last_step, display):
+                    break  # max_steps came first
+                state.epoch += 1
+                state.position = 0
+                if val_data is not None and state.epoch % config.eval_every_epochs == 0:
+                    self._evaluate_and_keep(val_data, display)
+                self._epoch_scheduler_step()
+            if val_data is not None and self._evaluated_at != state.step:
+                self._evaluate_and_keep(val_data, display)
+            self._save(wait=True)
+            if self.checkpointer is not None:
+                self.checkpointer.close()
+        except BaseException:
+            self._abandon()
+            raise
+        finally:
+            self.logbook.flush()
+            display.close()
+        self._finish(val_data if val_data is not None else train_data)
+        return self.last_evaluation.values if self.last_evaluation is not None else {}
+
+    def _train_epoch(self, data: Data, last_step: int, display: Display) -> bool:
+        """Optimizer steps over the rest of the epoch; False when ``last_step`` comes first."""
+        state, accumulate = self.progress, self.config.grad_accum_steps
+        total = datasets.batches_per_epoch(data, self.config, self.world)
+        batches = datasets.train_batches(
+            data,
+            self.config,
+            epoch=state.epoch,
+            skip=state.position,
+            rank=self.rank,
+            world=self.world,
+            pin_memory=self.device.type == "cuda",
+        )
+        self.net.train()
+        while state.position < total and state.step < last_step:
+            group = min(accumulate, total - state.position)
+            for index in range(group):
+                self.backward(next(batches), scale=1.0 / group, sync=index == group - 1)
+            self.optimizer_step()
+            state.position += group
+            state.step += 1
+            self._step_boundary(last_step, display)
+        self._report_training()
+        return state.position >= total
+
+    def forward_loss(self, batch: Any) -> tuple[torch.Tensor, int]:  # noqa: ANN401
+        """The loss of one micro-batch (on the device already) and its number of examples."""
+        inputs, targets = datasets.split_batch(batch)
+        with autocast(self.device, self.config.precision):
+            outputs = self.net(inputs)
+            loss = self.loss_fn(outputs, targets)
+        return loss, datasets.batch_size_of(inputs)
+
+    def backward(self, batch: Any, *, scale: float, sync: bool) -> None:  # noqa: ANN401
+        """Add one micro-batch's gradients; DDP averages them over ranks only when ``sync``."""
+        batch = datasets.to_device(batch, self.device, channels_last=self.config.channels_last)
+        net = self.net
+        skip = net.no_sync() if isinstance(net, DistributedDataParallel) and not sync else None
+        with skip or contextlib.nullcontext():
+            loss, count = self.forward_loss(batch)
+            scaled = loss * scale if scale != 1.0 else loss
+            self.scaler.scale(scaled).backward()  # pyright: ignore[reportUnknownMemberType]
+        self._window.add_mean("train_loss", loss, count)
+
+    def optimizer_step(self) -> None:
+        """Clip, step (through the fp16 gradient scaler), clear gradients, step-wise schedule."""
+        if self.config.clip_grad_norm is not None:
+            self.scaler.unscale_(self.optimizer)
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.config.clip_grad_norm)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        if self._steps_scheduler("step"):
+            cast("LRScheduler", self.scheduler).step()
+
+    def _step_boundary(self, last_step: int, display: Display) -> None:
+        """After each optimizer step: log, then checkpoint when due or when asked to stop."""
+        step = self.progress.step
+        display.step()
+        self._report_training()
+        if (step - 1) % self.config.log_every_steps == 0 or step == last_step:
+            self._log_training(step - 1)
+        stop = restart.should_stop()
+        if stop or self._checkpoint_due(step):
+            self._save(wait=stop)
+        if stop:
+            if self.checkpointer is None:
+                _log.warning("asked to stop, but without a CheckpointConfig nothing was saved")
+            distributed.barrier()
+            restart.stop_now()
+
+    def _log_training(self, index: int) -> None:
+        """Start reducing the training loss since the last log over the ranks; the values are
+        reported at the next step boundary, when the reduction has long finished, so that no
+        rank waits for it (nor for the GPU)."""
+        started, examples = self._window_start
+        now, done = time.perf_counter(), self.progress.step * self.config.batch_size
+        extra = {
+            "lr": float(self.optimizer.param_groups[0]["lr"]),
+            "samples_per_s": (done - examples) / max(now - started, 1e-9),
+        }
+        self._window_start = (now, done)
+        self._logging = (index, self._window.reduce_later(), extra)
+
+    def _report_training(self) -> None:
+        """Log and show the training values started by :meth:`_log_training`, if any."""
+        if self._logging is None:
+            return
+        index, pending, extra = self._logging
+        self._logging = None
+        values = {**pending.result(), **extra}
+        self.progress.record("train_loss", index, values["train_loss"])
+        self.logbook.log(values, index)
+        self._display.values(index, values)
+
+    def _checkpoint_due(self, step: int) -> bool:
+        checkpointer = self.checkpointer
+        if checkpointer is None:
+            return False
+        due = checkpointer.due(step, time.monotonic())
+        if checkpointer.config.every_minutes is not None:
+            due = distributed.all_agree(due)  # clocks differ: every rank must decide alike
+        return due
+
+    # ---- evaluation, best checkpoint, early stopping --------------------------------------
+
+    def evaluate(self, data: Data, prefix: str = "val") -> Evaluation:
+        """The model's metrics on ``data`` over all ranks (every rank must call it)."""
+        batch = self.config.eval_micro_batch(self.world)
+        batches, _ = datasets.eval_batches(
+            data,
+            batch,
+            rank=self.rank,
+            world=self.world,
+            num_workers=self.config.num_workers,
+            pin_memory=self.device.type == "cuda",
+        )
+        return evaluate_model(
+            self._eval_net,
+            batches,
+            device=self.device,
+            loss_fn=self.loss_fn,
+            metrics=self.metrics,
+            prefix=prefix,
+            precision=self.config.precision,
+            channels_last=self.config.channels_last,
+        )
+
+    def _evaluate_and_keep(self, data: Data, display: Display) -> None:
+        config, state = self.config, self.progress
+        evaluation = self.evaluate(data)
+        self.last_evaluation, self._evaluated_at = evaluation, state.step
+        values = evaluation.values
+        index = state.step - 1
+        for name, value in values.items():
+            state.record(name, index, value)
+        self.logbook.log(values, index, now=True)
+        display.note(f"epoch {state.epoch:3d}  step {index:4d}  {format_values(values)}")
+        value = values[config.monitor]
+        stopping = config.early_stopping
+        if stopping is not None:
+            better = state.improves(value, config.mode, stopping.min_delta)
+            state.bad_evals = 0 if better else state.bad_evals + 1
+        if isinstance(self.scheduler, ReduceLROnPlateau):
+            self.scheduler.step(value)  # pyright: ignore[reportUnknownMemberType]
+        if state.improves(value, config.mode):
+            state.best, state.best_step = value, state.step
+            self._save(best=Best(config.monitor, value))
+
+    def _check_monitor(self) -> None:
+        names = [f"val_{name}" for name in self.metrics] + ["val_loss"]
+        if self.config.monitor not in names:
+            raise BlocktrainError(
+                f"TrainConfig.monitor {self.config.monitor!r} is not a validation metric; "
+                f"choose one of {', '.join(names)}"
+            )
+
+    def _stalled(self) -> bool:
+        """Whether early stopping has run out of patience."""
+        stopping = self.config.early_stopping
+        return stopping is not None and self.progress.bad_evals >= stopping.patience
+
+    def _epoch_scheduler_step(self) -> None:
+        if self._steps_scheduler("epoch"):
+            cast("LRScheduler", self.scheduler).step()
+
+    def _steps_scheduler(self, interval: str) -> bool:
+        return (
+            self.scheduler is not None
+            and not isinstance(self.scheduler, ReduceLROnPlateau)
+            and self.config.scheduler_interval == interval
+        )
+
+    def _steps_per_epoch(self, data: Data) -> int:
+        batches = datasets.batches_per_epoch(data, self.config, self.world)
+        if batches == 0:
+            raise BlocktrainError(
+                "the training data gives no batch per rank; use more data, a smaller batch_size "
+                "or drop_last=False"
+            )
+        return -(-batches // self.config.grad_accum_steps)
+
+    # ---- checkpoints ----------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything a resume needs (a collective: every rank's RNG state is gathered)."""
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+            "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
+            "rng": self._gather_rng(),
+            "progress": self.progress.to_dict(),
+            "world_size": self.world,
+            "config": to_jsonable(
+                {
+                    "train": self.config,
+                    "checkpoint": self.checkpointer.config if self.checkpointer else None,
+                }
+            ),
+            "args": self.args,
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore what :meth:`state_dict` captured (on every rank)."""
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler is not None and state.get("scheduler") is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
+        if self.scaler.is_enabled() and state.get("scaler") is not None:
+            self.scaler.load_state_dict(state["scaler"])
+        self.progress = Progress.from_dict(state["progress"])
+        rng: list[dict[str, Any]] = state["rng"]
+        if len(rng) == self.world:
+            checkpoint_files.set_rng_state(rng[self.rank])
+        else:
+            _log.warning(
+                "resuming %d rank(s) from a checkpoint of %d: the data order continues exactly, "
+                "random generators are reseeded",
+                self.world,
+                len(rng),
+            )
+            seed_everything(self.config.seed + self.rank + 7919 * self.progress.step)
+
+    def _gather_rng(self) -> list[dict[str, Any]]:
+        own = checkpoint_files.rng_state()
+        if self.world == 1:
+            return [own]
+        gathered: list[Any] = [None] * self.world
+        dist.all_gather_object(gathered, own)
+        return gathered
+
+    def _start(self) -> Path | None:
+        """Resume from the newest good checkpoint (returned), or seed a fresh start."""
+        path = self.checkpointer.newest() if self.checkpointer is not None else None
+        if path is None or self.checkpointer is None:
+            seed_everything(self.config.seed + self.rank)
+            return None
+        try:
+            self.load_state_dict(resume_state(path))
+        except (RuntimeError, KeyError, ValueError) as exc:
+            raise BlocktrainError(
+                f"checkpoint {path} does not fit this training ({str(exc).splitlines()[0]}); give "
+                "each run its own CheckpointConfig.folder, or move the file away to start afresh"
+            ) from exc
+        self.checkpointer.saved(self.progress.step)
+        return path
+
+    def _save(self, *, best: Best | None = None, wait: bool = False) -> None:
+        self._report_training()  # its point belongs in the checkpoint's history
+        if self.checkpointer is not None:
+            self.checkpointer.save(self.state_dict(), self.progress.step, best=best, wait=wait)
+
+    def _abandon(self) -> None:
+        """After an error: let the write in flight finish, reporting (not raising) its failure."""
+        if self.checkpointer is not None:
+            try:
+                self.checkpointer.close()
+            except BlocktrainError as exc:
+                _log.warning("%s", exc)
+
+    # ---- the end --------------------------------------------------------------------------
+
+    def _finish(self, sample_data: Data) -> None:
+        """Exports and plots from rank 0, when configured."""
+        config = self.export_config
+        if config is None or self.rank != 0:
+            return
+        from blocktrain.train import plots
+        from blocktrain.train.export import export_model
+
+        folder = config.folder or self._default_export_folder()
+        weights = self._export_weights(config)
+        sample = self._sample_inputs(sample_data)
+        self.exported = export_model(
+            self.model, sample, folder, config, weights=weights, tracker=self.tracker
+        )
+        if config.plots:
+            paths = [plots.curves(self.progress.history, folder / "plots" / "curves.png")]
+            confusion = self.last_evaluation.confusion if self.last_evaluation else None
+            if confusion is not None:
+                matrix = cast("list[list[int]]", confusion.tolist())  # pyright: ignore[reportUnknownMemberType]
+                path = folder / "plots" / "confusion_matrix.png"
+                paths.append(plots.confusion_matrix(matrix, path, self.class_names))
+            if self.tracker is not None:
+                for path in paths:
+                    self.tracker.log_artifacts(path, "plots")
+
+    def _default_export_folder(self) -> Path:
+        from pathlib import Path
+
+        if self.checkpointer is not None:
+            return self.checkpointer.folder.parent / "exports"
+        return Path("exports")
+
+    def _export_weights(self, config: ExportConfig) -> dict[str, Any] | None:
+        best = self.checkpointer.best() if self.checkpointer is not None else None
+        if config.weights == "best" and best is not None:
+            return checkpoint_files.load(best)["model"]
+        return None
+
+    def _sample_inputs(self, data: Data, count: int = 8) -> torch.Tensor:
+        batch = next(iter(_first_batches(data, count)))
+        inputs, _ = datasets.split_batch(batch)
+        if not isinstance(inputs, torch.Tensor):
+            raise BlocktrainError(
+                "exports need batches whose inputs are one tensor; set export=None and export "
+                "the model yourself"
+            )
+        return inputs[:count]
+
+
+def _first_batches(data: Data, count: int) -> Iterator[Any]:
+    if isinstance(data, torch.utils.data.DataLoader):
+        return iter(data)
+    length = datasets.dataset_length(data)
+    indices = list(range(min(count, length)))
+    return iter(torch.utils.data.DataLoader(data, batch_size=len(indices), sampler=indices))

@@ -1,0 +1,140 @@
+"""Metrics that stay correct across ranks: sums and counts are reduced, then divided once.
+
+A metric function takes a batch's model outputs and targets and returns one value per
+example (``accuracy`` returns 1.0 or 0.0 for each). Each rank adds up values and counts; one
+all-reduce adds the ranks' totals; the mean is their quotient. Averaging per-rank averages
+would weigh a rank with fewer examples as much as a full one; this never does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeAlias, cast
+
+import torch
+import torch.distributed as dist
+
+MetricFn: TypeAlias = Callable[[Any, Any], torch.Tensor]
+"""``(outputs, targets) -> values``, one value per example."""
+
+
+def _all_reduce(tensor: torch.Tensor) -> torch.Tensor:
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor
+
+
+class Totals:
+    """Running sums and counts per metric name on one rank, kept on the device (no sync)."""
+
+    def __init__(self, device: torch.device) -> None:
+        self._device = device
+        self._sums: dict[str, torch.Tensor] = {}
+        self._counts: dict[str, int] = {}
+
+    def add(self, name: str, values: torch.Tensor) -> None:
+        """Add per-example values (any shape: every element counts as one)."""
+        self._add(name, values.detach().sum(dtype=torch.float64), 1, values.numel())
+
+    def add_mean(self, name: str, mean: torch.Tensor, count: int) -> None:
+        """Add a mean over ``count`` examples (a batch's mean loss)."""
+        self._add(name, mean.detach(), count, count)
+
+    def _add(self, name: str, value: torch.Tensor, weight: int, count: int) -> None:
+        if name not in self._sums:
+            self._sums[name] = torch.zeros((), dtype=torch.float64, device=self._device)
+            self._counts[name] = 0
+        self._sums[name].add_(value, alpha=weight)  # one kernel, no sync with a GPU
+        self._counts[name] += count
+
+    def __bool__(self) -> bool:
+        return bool(self._sums)
+
+    def reduce(self) -> dict[str, float]:
+        """Means over every rank (a collective: every rank calls it, with the same names)."""
+        return self.reduce_later().result()
+
+    def reduce_later(self) -> Pending:
+        """Start adding the totals over the ranks without waiting, and start afresh.
+
+        A collective like :meth:`reduce`; the training goes on while it runs (no CPU-GPU
+        synchronisation either), and :meth:`Pending.result` collects the means later.
+        """
+        names = list(self._sums)
+        counts = torch.tensor([self._counts[n] for n in names], dtype=torch.float64)
+        sums = [self._sums[n] for n in names]
+        packed = torch.cat([torch.stack(sums) if sums else counts[:0], counts.to(self._device)])
+        self._sums, self._counts = {}, {}
+        work = None
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            work = dist.all_reduce(packed, op=dist.ReduceOp.SUM, async_op=True)
+        if not packed.is_cuda:
+            return Pending(names, packed, work)
+        if work is not None:
+            work.wait()  # with NCCL: the stream waits for the reduction, the CPU does not
+        host = torch.empty(packed.shape, dtype=packed.dtype, pin_memory=True)
+        host.copy_(packed, non_blocking=True)
+        done = torch.cuda.Event()
+        done.record()
+        return Pending(names, host, None, done)
+
+
+class Pending:
+    """Means whose reduction over the ranks may still be running."""
+
+    def __init__(
+        self,
+        names: list[str],
+        packed: torch.Tensor,
+        work: dist.Work | None = None,
+        done: torch.cuda.Event | None = None,
+    ) -> None:
+        self._names, self._packed, self._work, self._done = names, packed, work, done
+
+    def result(self) -> dict[str, float]:
+        """Wait for the reduction (long finished, when called a step later) and divide."""
+        if self._work is not None:
+            self._work.wait()
+        if self._done is not None:
+            self._done.synchronize()
+        totals = cast("list[float]", self._packed.tolist())  # pyright: ignore[reportUnknownMemberType]
+        count = len(self._names)
+        return {
+            name: (total / number if number else float("nan"))
+            for name, total, number in zip(self._names, totals[:count], totals[count:], strict=True)
+        }
+
+
+class Confusion:
+    """A classifier's confusion counts (rows: true class, columns: predicted), over all ranks."""
+
+    def __init__(self, classes: int, device: torch.device) -> None:
+        self.classes = classes
+        self._counts = torch.zeros(classes * classes, dtype=torch.int64, device=device)
+
+    def add(self, outputs: torch.Tensor, targets: torch.Tensor) -> None:
+        predicted = outputs.detach().argmax(dim=-1).reshape(-1)
+        pairs = targets.detach().reshape(-1).to(torch.int64) * self.classes + predicted
+        self._counts += torch.bincount(pairs, minlength=self.classes * self.classes)
+
+    def reduce(self) -> torch.Tensor:
+        """The summed matrix on every rank, on the CPU (a collective)."""
+        return _all_reduce(self._counts.clone()).reshape(self.classes, self.classes).cpu()
+
+
+def is_classification(outputs: object, targets: object) -> bool:
+    """Logits ``[batch, classes]`` against integer labels ``[batch]``."""
+    return (
+        isinstance(outputs, torch.Tensor)
+        and isinstance(targets, torch.Tensor)
+        and outputs.dim() == 2
+        and outputs.is_floating_point()
+        and targets.dim() == 1
+        and not targets.is_floating_point()
+        and outputs.shape[0] == targets.shape[0]
+    )
+
+
+def accuracy(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """1.0 for each example whose highest-scoring class is its label, else 0.0."""
+    return (outputs.argmax(dim=-1) == targets).to(torch.float32)

@@ -1,0 +1,60 @@
+"""Where training stands: the part of a checkpoint that is neither tensors nor settings."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from blocktrain.train.config import Mode
+
+
+@dataclass(kw_only=True, slots=True)
+class Progress:
+    """Epoch, optimizer step, position inside the epoch, and the monitored metric's record.
+
+    ``position`` counts the micro-batches the current epoch has consumed on each rank. Every
+    rank consumes its share of each global batch, so the examples it stands for do not depend
+    on the world size.
+    """
+
+    epoch: int = 0
+    step: int = 0
+    position: int = 0
+    best: float | None = None
+    best_step: int | None = None
+    bad_evals: int = 0
+    history: dict[str, list[tuple[int, float]]] = field(
+        default_factory=dict[str, list[tuple[int, float]]]
+    )
+
+    def improves(self, value: float, mode: Mode, min_delta: float = 0.0) -> bool:
+        """Whether ``value`` beats the best so far by more than ``min_delta``."""
+        if not math.isfinite(value):
+            return False
+        if self.best is None:
+            return True
+        return value < self.best - min_delta if mode == "min" else value > self.best + min_delta
+
+    def record(self, name: str, step: int, value: float) -> None:
+        """Keep a point of a curve (the plots draw these)."""
+        self.history.setdefault(name, []).append((step, value))
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Progress:
+        history = {
+            str(name): [(int(s), float(v)) for s, v in points]
+            for name, points in data.get("history", {}).items()
+        }
+        return cls(
+            epoch=int(data["epoch"]),
+            step=int(data["step"]),
+            position=int(data["position"]),
+            best=None if data.get("best") is None else float(data["best"]),
+            best_step=None if data.get("best_step") is None else int(data["best_step"]),
+            bad_evals=int(data.get("bad_evals", 0)),
+            history=history,
+        )
