@@ -34,7 +34,7 @@ lint: ## check formatting and lint rules without changing files
 type-check: ## basedpyright (strict on src/)
 	$(VENV)/bin/basedpyright
 
-test: ## the full test suite, integration tests against real local services included
+test: init ## the full test suite, integration tests against real local services included
 	@# pytest exits 5 when it collects no test; a filtered run that selects none is not a failure.
 	$(PY) -m pytest $(PYTEST_ARGS) || { rc=$$?; [ $$rc -eq 5 ] && exit 0; exit $$rc; }
 
@@ -46,7 +46,7 @@ bench: ## run every benchmarks/bench_*.py; each prints its figures and ratios to
 	@set -e; [ -f .blocktrain/slurm/etc/slurm.conf ] && export BLOCKTRAIN_BENCH_SLURM_CONF=$${BLOCKTRAIN_BENCH_SLURM_CONF:-.blocktrain/slurm/etc/slurm.conf}; \
 	for bench in benchmarks/bench_*.py; do echo "== $$bench"; $(PY) $$bench; done
 
-demo: init ## train the demo entry function, tracked in the embedded SQLite MLflow store
+demo: init ## a project from the template, trained on the local Slurm cluster, with its metrics and artifacts
 	PY=$(PY) scripts/demo
 
 mlflow-server: ## start a local MLflow tracking server on a private port (scripts/mlflow-server)
@@ -54,3 +54,9 @@ mlflow-server: ## start a local MLflow tracking server on a private port (script
 
 s3-server: ## start a local S3 server (SeaweedFS) on private ports (scripts/local-s3)
 	$(PY) scripts/local-s3 up
+
+OUTPUT ?= $(abspath ..)
+.PHONY: project
+project: ## a new project from the template, in OUTPUT (default: beside this folder); ARGS="--no-input project_name=..."
+	@[ -x $(VENV)/bin/cookiecutter ] || $(MAKE) --no-print-directory init
+	@$(PY) scripts/new-project --output "$(OUTPUT)" $(ARGS)

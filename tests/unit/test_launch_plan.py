@@ -259,3 +259,16 @@ def test_cpu_profile_has_no_container_and_no_gpu_request():
     assert "#SBATCH --ntasks-per-node=2" in script
     assert "#SBATCH --signal=USR1@60" in script
     assert "wckey" not in script
+
+
+def test_profile_environment_is_exported_before_the_tasks_start():
+    profile = load_profile(REPO, "local", ["env={OMP_NUM_THREADS: 1, NOTE: 'a b'}"])
+    script = batch.render(_plan(profile))
+    setup = script[: script.index("srun")]
+    assert "export OMP_NUM_THREADS=1\n" in setup
+    assert "export NOTE='a b'\n" in setup
+
+
+def test_bad_environment_names_are_refused():
+    with pytest.raises(ProfileError, match="not a valid environment variable name"):
+        load_profile(REPO, "local", ["env={'A-B': 1}"])

@@ -9,6 +9,7 @@ Slurm's commands.
 from __future__ import annotations
 
 import shlex
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,10 +41,17 @@ def task_python(profile: Profile, project_root: Path, host_python: str) -> str:
     return shlex.join(words)
 
 
-def setup_lines(code_paths: list[str]) -> list[str]:
-    """Shell lines before ``srun``: the frozen code first on the import path."""
+def setup_lines(
+    code_paths: list[str], env: Mapping[str, str | int | float] | None = None
+) -> list[str]:
+    """Shell lines before ``srun``: the profile's environment, the frozen code on the path.
+
+    The variables are exported in the batch shell, before any task starts Python, because
+    some (``OMP_NUM_THREADS``) only take effect when set before torch is imported.
+    """
+    lines = [f"export {name}={shlex.quote(str(value))}" for name, value in (env or {}).items()]
     joined = ":".join(code_paths)
-    return [f'export PYTHONPATH={shlex.quote(joined)}"${{PYTHONPATH:+:$PYTHONPATH}}"']
+    return [*lines, f'export PYTHONPATH={shlex.quote(joined)}"${{PYTHONPATH:+:$PYTHONPATH}}"']
 
 
 def teardown_lines(requeue_dir: Path) -> list[str]:
@@ -80,7 +88,7 @@ def plan(
         "cpus_per_task": profile.cpus_per_task,
         "time": time_minutes(profile.time),
         "signal_delay_s": profile.signal_lead_s,
-        "setup": setup_lines(code_paths),
+        "setup": setup_lines(code_paths, profile.env),
         "teardown": teardown_lines(requeue_dir),
         "wckey": None,  # submitit would tag every job "submitit"
         # The signal goes to the tasks (not the batch shell), which checkpoint and ask for a

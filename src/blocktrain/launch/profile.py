@@ -7,6 +7,7 @@ what was expected, with the file and line.
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +20,7 @@ from blocktrain.argtypes import Mismatch, coerce
 from blocktrain.errors import BlocktrainError
 
 Unlimited = Literal["unlimited"]
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _SIGNALS = frozenset({"USR1", "USR2", "TERM", "INT", "HUP", "URG", "XCPU"})
 
 
@@ -68,7 +70,7 @@ class Profile:
     sbatch: dict[str, str | int | bool] = field(default_factory=dict[str, str | int | bool])
     image: str | None = None
     binds: list[str] = field(default_factory=list[str])
-    env: dict[str, str] = field(default_factory=dict[str, str])
+    env: dict[str, str | int | float] = field(default_factory=dict[str, str | int | float])
     array_parallelism: int | None = None
 
     def __post_init__(self) -> None:
@@ -81,6 +83,9 @@ class Profile:
         time_minutes(self.time)
         if self.signal.removeprefix("SIG") not in _SIGNALS:
             raise ValueError(f"signal must be one of {', '.join(sorted(_SIGNALS))}")
+        bad = [name for name in self.env if not _ENV_NAME.fullmatch(name)]
+        if bad:
+            raise ValueError(f"env: {bad[0]!r} is not a valid environment variable name")
         if not 0 < self.signal_lead_s <= 65535:
             raise ValueError("signal_lead_s must be between 1 and 65535 seconds")
 

@@ -1,0 +1,73 @@
+"""A baked project of the template, and how to drive `make project` and the project's commands."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[3]
+
+# Variables of the surrounding shell or job that would send runs, data or jobs elsewhere.
+FOREIGN = ("MLFLOW_", "BLOCKTRAIN_", "SLURM_", "DATA_", "VIRTUAL_ENV", "COOKIECUTTER_")
+
+
+def clean_env(tmp: Path) -> dict[str, str]:
+    """The environment for baking and for the baked project's commands."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(FOREIGN)}
+    config = tmp / "cookiecutter.yaml"
+    # cookiecutter keeps a replay of every bake; keep it out of the home folder.
+    config.write_text(f"replay_dir: {tmp / 'replay'}\ncookiecutters_dir: {tmp / 'templates'}\n")
+    env["COOKIECUTTER_CONFIG"] = str(config)
+    env["DATA_PATH"] = str(tmp / "data-cache")
+    return env
+
+
+def bake(output: Path, env: dict[str, str], *values: str) -> subprocess.CompletedProcess[str]:
+    """``make project`` with --no-input: the toolkit's own command."""
+    arguments = " ".join(["--no-input", *values])
+    return subprocess.run(
+        ["make", "--no-print-directory", "project", f"OUTPUT={output}", f"ARGS={arguments}"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+@dataclass(frozen=True)
+class Baked:
+    """A baked project with its own .venv, committed to its own git repository."""
+
+    root: Path
+    package: str
+    env: dict[str, str]
+
+    def run(
+        self,
+        *argv: str | Path,
+        timeout: float = 300,
+        check: bool = True,
+        env: dict[str, str] | None = None,
+    ) -> subprocess.CompletedProcess[str]:
+        done = subprocess.run(
+            [str(a) for a in argv],
+            cwd=self.root,
+            env={**self.env, **(env or {})},
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+        if check and done.returncode != 0:
+            pytest.fail(
+                f"`{' '.join(map(str, argv))}` exited with {done.returncode}:\n"
+                f"{done.stdout[-4000:]}\n{done.stderr[-4000:]}",
+                pytrace=False,
+            )
+        return done

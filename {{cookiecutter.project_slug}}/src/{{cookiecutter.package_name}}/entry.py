@@ -1,0 +1,244 @@
+"""The entry functions of {{ cookiecutter.project_name }}: generate, train, evaluate, predict.
+
+    python -m {{ cookiecutter.package_name }}.entry generate --output data/sky
+    python -m {{ cookiecutter.package_name }}.entry train --args experiments/baseline.yaml
+    slurm-launch train --args experiments/baseline.yaml    # the same, as a Slurm job
+    python -m {{ cookiecutter.package_name }}.entry evaluate --run-id RUN
+    python -m {{ cookiecutter.package_name }}.entry predict --run RUN --video clip.y4m
+
+``train``, ``evaluate`` and ``predict`` are wrapped by ``blocktrain.entrypoint``: every call
+is an MLflow run (``evaluate`` adds its metrics to the training run; ``predict`` is a run of
+its own, nested under the training run, so that any number of videos can be labelled) and
+Slack hears of its start and end. An experiment file holds their keyword arguments. torch is
+imported inside the functions, so ``--help`` and slurm-launch's checks answer at once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, cast
+
+import blocktrain
+from blocktrain.entry import main
+from blocktrain.train import TrainConfig
+
+from {{ cookiecutter.package_name }}.data import Data, Normalization, eval_transform, load
+from {{ cookiecutter.package_name }}.generate import generate
+from {{ cookiecutter.package_name }}.model import Model, Optim, build, optimizer
+
+if TYPE_CHECKING:
+    import torch
+    from blocktrain.values import JSON
+    from torch import nn
+    from torch.utils.data import Dataset
+
+SCHEDULE = TrainConfig(
+    epochs=12, batch_size=64, monitor="val_accuracy", mode="max", log_every_steps=10
+)
+
+
+@blocktrain.entrypoint
+def train(
+    *,
+    data: Data = Data(),
+    model: Model = Model(),
+    optim: Optim = Optim(),
+    schedule: TrainConfig = SCHEDULE,
+    checkpoint_every: int = 100,
+    export: bool = True,
+) -> dict[str, float]:
+    """Train the network to tell drones, birds, aircraft and empty sky apart.
+
+    Args:
+        data: the dataset's source, image size, splits and augmentation
+        model: the network's width and dropout
+        optim: AdamW's learning rate and weight decay
+        schedule: epochs, batch size (over all ranks), seed, precision, ... (TrainConfig)
+        checkpoint_every: optimizer steps between checkpoints
+        export: write the model as .pth, TorchScript, ONNX and an MLflow model, with plots
+    """
+    import torch
+    from blocktrain import distributed
+    from blocktrain.train import (
+        CheckpointConfig,
+        ExportConfig,
+        Trainer,
+        accuracy,
+        default_folder,
+    )
+    from torch import nn
+
+    use_allocated_cpus()
+    with distributed.process_group() as place:
+        splits = load(data)
+        torch.manual_seed(schedule.seed)  # pyright: ignore[reportUnknownMemberType]
+        network = build(model, len(splits.classes))
+        steps = planned_steps(splits.train, schedule, place.world_size)
+        adamw, cosine = optimizer(network, optim, steps)
+        trainer = Trainer(
+            network,
+            adamw,
+            nn.functional.cross_entropy,
+            config=schedule,
+            scheduler=cosine,
+            metrics={"accuracy": accuracy},
+            checkpoint=CheckpointConfig(folder=default_folder(), every_steps=checkpoint_every),
+            export=ExportConfig() if export else None,
+            class_names=splits.classes,
+            args=recorded(data, model, splits.classes, splits.normalization),
+        )
+        values = trainer.fit(splits.train, splits.val)
+    print(f"validation accuracy {values['val_accuracy']:.3f}")
+    return {"val_accuracy": values["val_accuracy"], "val_loss": values["val_loss"]}
+
+
+@blocktrain.entrypoint
+def evaluate(*, run_id: str, which: Literal["best", "last"] = "best") -> dict[str, float]:
+    """Evaluate a trained run on its test split; the metrics are added to that run.
+
+    Args:
+        run_id: the training run
+        which: its best checkpoint (highest validation accuracy) or its last one
+    """
+    from blocktrain import distributed
+    from blocktrain.train import accuracy, find_checkpoint
+    from blocktrain.train import evaluate as evaluate_model
+    from torch import nn
+
+    use_allocated_cpus()
+    with distributed.process_group():
+        path = find_checkpoint(run_id=run_id, which=which)
+        trained = restore(path)
+        splits = load(trained.data, log_stats=False)
+        values = evaluate_model(
+            trained.network,
+            splits.test,
+            checkpoint_path=path,
+            loss_fn=nn.functional.cross_entropy,
+            metrics={"accuracy": accuracy},
+        )
+    print(f"test accuracy {values['test_accuracy']:.3f} ({path.name} of run {run_id})")
+    return values
+
+
+@blocktrain.entrypoint
+def predict(
+    *,
+    run: str,
+    video: Path,
+    output: Path | None = None,
+    which: Literal["best", "last"] = "best",
+) -> None:
+    """Label every frame of a video with a trained run; write the labels and scores.
+
+    The file has one row per frame: its ``index``, the ``label``, its ``score`` (the
+    probability) and the probability of each class. It is also logged to this call's MLflow
+    run, which the MLflow UI shows nested under the training run.
+
+    Args:
+        run: the training run whose checkpoint labels the frames
+        video: a YUV4MPEG2 (.y4m) video; ffmpeg converts others
+        output: the .csv or .json file (default: predictions/VIDEO.csv)
+        which: the run's best checkpoint or its last one
+    """
+    import torch
+    from blocktrain.train import find_checkpoint
+    from blocktrain.train import predict as predict_rows
+    from torch.utils.data import TensorDataset
+
+    from {{ cookiecutter.package_name }}.video import read_y4m
+
+    path = find_checkpoint(run_id=run, which=which)
+    trained = restore(path)
+    clip = read_y4m(video)
+    frames = torch.as_tensor(clip.frames).permute(0, 3, 1, 2)
+    inputs = eval_transform(trained.data.size, trained.normalization)(frames)
+    target = output or Path("predictions") / f"{video.stem}.csv"
+    tracker = blocktrain.current()
+    if tracker is not None:
+        tracker.set_tags({"mlflow.parentRunId": run})
+
+    def rows(outputs: torch.Tensor) -> list[dict[str, JSON]]:
+        return frame_rows(outputs, trained.classes)
+
+    predict_rows(trained.network, TensorDataset(inputs), target, checkpoint_path=path, rows=rows)
+    print(f"labelled {len(frames)} frames of {video} in {target} ({path.name} of run {run})")
+
+
+def use_allocated_cpus() -> None:
+    """One torch thread per CPU Slurm gave the task: by default torch starts one per core of
+    the node, and the ranks sharing the node would fight over the cores."""
+    import torch
+
+    cpus = os.environ.get("SLURM_CPUS_PER_TASK", "")
+    if cpus.isdigit():
+        torch.set_num_threads(int(cpus))
+
+
+def planned_steps(train_data: Dataset[Any], schedule: TrainConfig, world: int) -> int:
+    """The optimizer steps the training will take, for the learning-rate schedule."""
+    from blocktrain.train.data import batches_per_epoch
+
+    batches = batches_per_epoch(train_data, schedule, world)
+    steps = -(-batches // schedule.grad_accum_steps) * schedule.epochs
+    return min(steps, schedule.max_steps or steps)
+
+
+def recorded(
+    data: Data, model: Model, classes: tuple[str, ...], norm: Normalization
+) -> dict[str, JSON]:
+    """What every checkpoint keeps for evaluate and predict: the dataset and network settings,
+    the class names and the normalization of the training images."""
+    return {
+        "data": cast("JSON", dataclasses.asdict(data)),
+        "model": cast("JSON", dataclasses.asdict(model)),
+        "classes": list(classes),
+        "mean": list(norm.mean),
+        "std": list(norm.std),
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class Trained:
+    """A training run's network (weights not loaded yet) and what its inputs need."""
+
+    network: nn.Module
+    data: Data
+    classes: tuple[str, ...]
+    normalization: Normalization
+
+
+def restore(checkpoint_path: Path) -> Trained:
+    """Rebuild the network a checkpoint was trained with, from what :func:`recorded` kept."""
+    from blocktrain import checkpoint
+
+    kept = cast("dict[str, object]", checkpoint.load(checkpoint_path)["args"])
+    classes = tuple(cast("list[str]", kept["classes"]))
+    model = Model(**cast("dict[str, float]", kept["model"]))
+    return Trained(
+        network=build(model, len(classes)),
+        data=Data(**cast("dict[str, object]", kept["data"])),  # pyright: ignore[reportArgumentType]
+        classes=classes,
+        normalization=Normalization(
+            tuple(cast("list[float]", kept["mean"])), tuple(cast("list[float]", kept["std"]))
+        ),
+    )
+
+
+def frame_rows(outputs: torch.Tensor, classes: tuple[str, ...]) -> list[dict[str, JSON]]:
+    """One row per frame: the most likely class, its probability, every class's probability."""
+    probabilities = cast("list[list[float]]", outputs.softmax(dim=1).tolist())  # pyright: ignore[reportUnknownMemberType]
+    rows: list[dict[str, JSON]] = []
+    for values in probabilities:
+        best = max(range(len(classes)), key=values.__getitem__)
+        row: dict[str, JSON] = {"label": classes[best], "score": round(values[best], 4)}
+        row.update({f"p_{name}": round(p, 4) for name, p in zip(classes, values, strict=True)})
+        rows.append(row)
+    return rows
+
+
+if __name__ == "__main__":
+    main(generate, train, evaluate, predict)
