@@ -12,7 +12,18 @@ import pytest
 REPO = Path(__file__).resolve().parents[3]
 
 # Variables of the surrounding shell or job that would send runs, data or jobs elsewhere.
-FOREIGN = ("MLFLOW_", "BLOCKTRAIN_", "SLURM_", "DATA_", "VIRTUAL_ENV", "COOKIECUTTER_")
+# MAKEFLAGS/MAKELEVEL come from an outer `make test`: they would turn the inner make's
+# messages into "make[1]: ..." and change what the commands print.
+FOREIGN = (
+    "MLFLOW_",
+    "BLOCKTRAIN_",
+    "SLURM_",
+    "DATA_",
+    "VIRTUAL_ENV",
+    "COOKIECUTTER_",
+    "MAKE",
+    "MFLAGS",
+)
 
 
 def clean_env(tmp: Path) -> dict[str, str]:
