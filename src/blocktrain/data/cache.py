@@ -35,6 +35,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal, cast
 
+from blocktrain.atomic import write_text_atomic
 from blocktrain.data.integrity import file_md5
 from blocktrain.data.memory import format_size
 from blocktrain.data.names import (
@@ -474,22 +475,7 @@ def _write_manifest(entry: Entry, manifest: Manifest) -> None:
     since a shared cache serves several users."""
     data = {"format": MANIFEST_FORMAT, **asdict(manifest)}
     text = json.dumps(data, indent=1, sort_keys=True) + "\n"
-    temporary = entry.manifest.with_name(f".{entry.manifest.name}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, "w") as out:
-            out.write(text)
-            out.flush()
-            os.fsync(out.fileno())
-        temporary.replace(entry.manifest)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-    folder = os.open(entry.level, os.O_RDONLY)
-    try:
-        os.fsync(folder)
-    finally:
-        os.close(folder)
+    write_text_atomic(entry.manifest, text, mode=0o666)
 
 
 def _listing_of(entry: Entry, manifest: Manifest) -> Listing:
