@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from mlflow_service import MlflowServer
+from slurm_service import SlurmCluster, start_cluster, stop_cluster
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -27,3 +28,13 @@ def own_mlflow_server(tmp_path: Path) -> Iterator[MlflowServer]:
     server = MlflowServer(tmp_path / "mlflow-server")
     yield server
     server.down(purge=True)
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SlurmCluster]:
+    """One local Slurm cluster with accounting (tests/slurm_service.py) for the session."""
+    cluster = start_cluster(tmp_path_factory.mktemp("slurm"))
+    try:
+        yield cluster
+    finally:
+        stop_cluster(cluster)

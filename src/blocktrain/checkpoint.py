@@ -298,8 +298,15 @@ class CheckpointConfig:
 
     def due(self, step: int, last_save_step: int, last_save_time: float, now: float) -> bool:
         """Whether to checkpoint after ``step``, given the step and time of the last save."""
-        if step <= last_save_step:
-            return False
-        if self.every_steps is not None and step - last_save_step >= self.every_steps:
-            return True
+        return step > last_save_step and (
+            self.due_by_steps(step, last_save_step) or self.due_by_clock(now, last_save_time)
+        )
+
+    def due_by_steps(self, step: int, last_save_step: int) -> bool:
+        """Whether ``every_steps`` steps have passed since the last save."""
+        return self.every_steps is not None and step - last_save_step >= self.every_steps
+
+    def due_by_clock(self, now: float, last_save_time: float) -> bool:
+        """Whether ``every_minutes`` have passed since the last save (clocks of ranks differ:
+        under torch.distributed the ranks must agree on it, see ``distributed.Vote``)."""
         return self.every_minutes is not None and now - last_save_time >= self.every_minutes * 60

@@ -6,8 +6,10 @@ rank 0 listens. :func:`process_group` applies it for a block of code. Importing 
 not import torch; the functions that need it import it when called.
 
 The restart protocol: a signal handler only sets a flag (on whichever ranks got the signal);
-at the next step boundary every rank calls :func:`all_agree` with its flag and all of them
-checkpoint and stop together, or none does.
+at a step boundary every rank calls :func:`all_agree` with its flag and all of them
+checkpoint and stop together, or none does. :class:`Vote` reaches the same agreement a step
+later without making any rank wait, and :class:`Reduction` is the all-reduce under both it
+and the training metrics.
 """
 
 from __future__ import annotations
@@ -17,11 +19,11 @@ import os
 import re
 import socket
 import sys
-from collections.abc import Generator, Mapping
+from collections.abc import Generator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal, cast
 
 if TYPE_CHECKING:
     import torch
@@ -291,3 +293,82 @@ def all_agree(flag: bool) -> bool:
     vote = torch.tensor([int(flag)], dtype=torch.int32, device=_collective_device())
     dist.all_reduce(vote, op=dist.ReduceOp.MAX)
     return bool(vote.item())
+
+
+class Reduction:
+    """An all-reduce (sum or max) over the ranks, started now and read later.
+
+    Nothing waits when it starts: on the CPU, Gloo runs it in its own threads; with NCCL the
+    GPU's stream queues it behind the work already queued, followed by a copy into pinned
+    host memory, so the CPU goes on launching kernels. :meth:`result` waits for it, by then
+    usually long done. Without a process group the tensor is its own result.
+    """
+
+    def __init__(self, tensor: torch.Tensor, op: Literal["sum", "max"] = "sum") -> None:
+        import torch
+
+        self._tensor, self._work, self._done = tensor, None, None
+        if _is_initialized():
+            import torch.distributed as dist
+
+            if dist.get_world_size() > 1:
+                reduce_op = dist.ReduceOp.SUM if op == "sum" else dist.ReduceOp.MAX
+                self._work = dist.all_reduce(tensor, op=reduce_op, async_op=True)
+        if tensor.is_cuda:
+            if self._work is not None:
+                self._work.wait()  # with NCCL: the stream waits for the reduction, the CPU not
+                self._work = None
+            self._tensor = torch.empty(tensor.shape, dtype=tensor.dtype, pin_memory=True)
+            self._tensor.copy_(tensor, non_blocking=True)
+            self._done = torch.cuda.Event()
+            self._done.record()
+
+    def result(self) -> torch.Tensor:
+        """The reduced tensor, on the CPU (waits for the reduction when still running)."""
+        if self._work is not None:
+            self._work.wait()
+            self._work = None
+        if self._done is not None:
+            self._done.synchronize()
+        return self._tensor
+
+
+class Vote:
+    """Values every rank proposes, agreed on (the largest) by every rank one call later.
+
+    :func:`all_agree` makes every rank wait for a round trip to the others (and, with NCCL,
+    for the GPU to catch up with the CPU). A vote is started at one step boundary
+    (:meth:`start`) and collected at a later one (:meth:`collect`), when it has long
+    finished: the answer comes late, the same on every rank, and nobody waits for it. Each
+    value agreed is the largest proposed: a flag raised by any rank (0 or 1), or, proposed
+    negated, the smallest of a number.
+    """
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._pending: Reduction | tuple[int, ...] | None = None
+
+    @property
+    def in_flight(self) -> bool:
+        return self._pending is not None
+
+    def start(self, values: Sequence[int]) -> None:
+        """Start agreeing on this rank's ``values`` (a collective: every rank calls it)."""
+        if len(values) != self._size:
+            raise ValueError(f"a vote on {self._size} values got {len(values)}")
+        if self._pending is not None:
+            raise RuntimeError("collect the vote in flight before starting another")
+        if not _is_initialized():
+            self._pending = tuple(values)
+            return
+        import torch
+
+        ballot = torch.tensor(list(values), dtype=torch.int64)
+        self._pending = Reduction(ballot.to(_collective_device()), "max")
+
+    def collect(self) -> tuple[int, ...] | None:
+        """The largest of each value over the ranks; None when no vote is in flight."""
+        pending, self._pending = self._pending, None
+        if pending is None or isinstance(pending, tuple):
+            return pending
+        return tuple(cast("list[int]", pending.result().tolist()))  # pyright: ignore[reportUnknownMemberType]

@@ -31,7 +31,7 @@ from typing import ParamSpec, TypeVar, overload
 from blocktrain.errors import RequeueRequested, StopRequested, Terminated
 from blocktrain.redact import Redactor
 from blocktrain.runinfo import JobContext, job_context
-from blocktrain.values import JSON, bound_arguments, to_jsonable
+from blocktrain.values import JSON, bound_arguments, env_seconds, to_jsonable
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -91,18 +91,8 @@ class NotifyConfig:
         return cls(
             webhook_url=next((url for url in urls if url), None),
             mention=mention or env.get(MENTION_VARIABLE, "").strip() or None,
-            timeout_s=_seconds(env, TIMEOUT_VARIABLE, DEFAULT_TIMEOUT_S),
+            timeout_s=env_seconds(env, TIMEOUT_VARIABLE, DEFAULT_TIMEOUT_S),
         )
-
-
-def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        return float(raw)
-    except ValueError:
-        raise ValueError(f"{name}={raw!r} is not a number of seconds") from None
 
 
 # ---- pure message builders -------------------------------------------------------------------

@@ -130,13 +130,22 @@ class RestartProtocol:
 
 def should_stop() -> bool:
     """True on every rank once any rank was signalled; call it at each step boundary."""
+    from blocktrain import distributed
+
+    return distributed.all_agree(signalled())
+
+
+def signalled() -> bool:
+    """Whether this rank was signalled (no collective); the caller gets the ranks to agree.
+
+    Like :func:`should_stop`, it tells the protocol that the code polls at step boundaries,
+    so that a later SIGTERM waits for the next one instead of leaving at once.
+    """
     protocol = _current.get()
     if protocol is None:
         return False
     protocol.polled = True
-    from blocktrain import distributed
-
-    return distributed.all_agree(protocol.received is not None)
+    return protocol.received is not None
 
 
 def stop_now() -> NoReturn:

@@ -42,7 +42,7 @@ from blocktrain.redact import Redactor
 from blocktrain.runinfo import JobContext, job_context
 from blocktrain.runwriter import Op, RunWriter, replay
 from blocktrain.sysinfo import system_tags
-from blocktrain.values import JSON, bound_arguments, flatten
+from blocktrain.values import JSON, bound_arguments, env_seconds, flatten
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -88,20 +88,16 @@ class TrackConfig:
             root=root,
             log_dir=Path(env.get("BLOCKTRAIN_LOG_DIR") or root / ".blocktrain" / "logs"),
             run_name=env.get("BLOCKTRAIN_RUN_NAME") or None,
-            upload_interval_s=_seconds(env, "BLOCKTRAIN_LOG_UPLOAD_SECONDS", 30.0),
-            flush_timeout_s=_seconds(env, "BLOCKTRAIN_MLFLOW_FLUSH_SECONDS", 30.0),
-            start_timeout_s=_seconds(env, "BLOCKTRAIN_MLFLOW_START_SECONDS", 10.0),
+            upload_interval_s=env_seconds(
+                env, "BLOCKTRAIN_LOG_UPLOAD_SECONDS", 30.0, TrackingError
+            ),
+            flush_timeout_s=env_seconds(
+                env, "BLOCKTRAIN_MLFLOW_FLUSH_SECONDS", 30.0, TrackingError
+            ),
+            start_timeout_s=env_seconds(
+                env, "BLOCKTRAIN_MLFLOW_START_SECONDS", 10.0, TrackingError
+            ),
         )
-
-
-def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        return float(raw)
-    except ValueError:
-        raise TrackingError(f"{name}={raw!r} is not a number of seconds") from None
 
 
 @dataclass(slots=True)

@@ -54,3 +54,17 @@ def flatten(tree: Mapping[str, JSON], sep: str = ".") -> dict[str, JSON]:
         else:
             flat[key] = value
     return flat
+
+
+def env_seconds(
+    env: Mapping[str, str], name: str, default: float, error: type[Exception] = ValueError
+) -> float:
+    """The number of seconds in variable ``name`` (``default`` when unset or blank); raises
+    ``error`` naming the variable when it is not a number."""
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise error(f"{name}={raw!r} is not a number of seconds") from None

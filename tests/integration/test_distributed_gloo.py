@@ -10,11 +10,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
-import socket
-import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -28,73 +24,34 @@ PG_TIMEOUT_S = 30
 STEPS = 5
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def rank_env(rank: int, port: int, launcher: str) -> dict[str, str]:
-    env = {
-        name: value
-        for name, value in os.environ.items()
-        if not name.startswith(("SLURM_", "BLOCKTRAIN_"))
-        and name not in {"RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"}
-    }
-    env["CUDA_VISIBLE_DEVICES"] = ""  # Gloo on CPU, on a GPU machine too
+    from gloo_ranks import clean_env, torch_env
+
     if launcher == "torch":
-        env.update(
-            RANK=str(rank),
-            LOCAL_RANK=str(rank),
-            WORLD_SIZE=str(WORLD),
-            MASTER_ADDR="127.0.0.1",
-            MASTER_PORT=str(port),
-        )
-    else:  # what srun gives each task (the port derived from the job id is overridden)
-        env.update(
-            SLURM_JOB_ID="777",
-            SLURM_PROCID=str(rank),
-            SLURM_LOCALID=str(rank),
-            SLURM_NTASKS=str(WORLD),
-            SLURM_JOB_NODELIST="localhost",
-            BLOCKTRAIN_MASTER_PORT=str(port),
-        )
-    return env
+        return {**clean_env(), **torch_env(rank, WORLD, port)}
+    # What srun gives each task (the port derived from the job id is overridden).
+    return {
+        **clean_env(),
+        "SLURM_JOB_ID": "777",
+        "SLURM_PROCID": str(rank),
+        "SLURM_LOCALID": str(rank),
+        "SLURM_NTASKS": str(WORLD),
+        "SLURM_JOB_NODELIST": "localhost",
+        "BLOCKTRAIN_MASTER_PORT": str(port),
+    }
 
 
 def run_ranks(scenario: str, folder: Path, launcher: str = "torch") -> list[dict[str, Any]]:
     """Run ``scenario`` in WORLD processes; fail with their logs unless all succeed in time."""
+    from gloo_ranks import free_port, run_ranks
+
     port = free_port()
-    logs = [folder / f"rank{rank}.log" for rank in range(WORLD)]
-    procs: list[subprocess.Popen[bytes]] = []
-    for rank, log in enumerate(logs):
-        with log.open("wb") as out:
-            procs.append(
-                subprocess.Popen(
-                    [sys.executable, str(HERE), scenario, str(folder)],
-                    env=rank_env(rank, port, launcher),
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                )
-            )
-    deadline = time.monotonic() + DEADLINE_S
-    try:
-        for proc in procs:
-            proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-    except subprocess.TimeoutExpired:
-        pass
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-    texts = [log.read_text() for log in logs]
-    report = "\n".join(
-        f"--- rank {r} (exit {p.returncode}):\n{t}"
-        for r, (p, t) in enumerate(zip(procs, texts, strict=True))
+    return run_ranks(
+        [sys.executable, str(HERE), scenario, str(folder)],
+        [rank_env(rank, port, launcher) for rank in range(WORLD)],
+        [folder / f"rank{rank}.log" for rank in range(WORLD)],
+        DEADLINE_S,
     )
-    assert all(proc.returncode == 0 for proc in procs), report
-    return [json.loads(text.rsplit("RESULT ", 1)[1]) for text in texts]
 
 
 @pytest.mark.parametrize("launcher", ["torch", "slurm"])
@@ -108,7 +65,10 @@ def test_all_agree_and_all_reduce(tmp_path: Path, launcher: str) -> None:
             "one_says_stop": True,
             "none_says_stop": False,
             "all_say_stop": True,
+            "vote": [1, 0, -3],  # rank 1's flag, nobody's flag, the fewest steps (3 and 4)
+            "no_vote_in_flight": None,
             "sum": 3.0,
+            "reduction_sum": 3,
             "is_rank_zero": rank == 0,
             "group_gone_after": True,
         }
@@ -135,7 +95,14 @@ def agree_scenario() -> dict[str, Any]:
     import torch
     import torch.distributed as dist
 
-    from blocktrain.distributed import all_agree, barrier, is_rank_zero, process_group
+    from blocktrain.distributed import (
+        Reduction,
+        Vote,
+        all_agree,
+        barrier,
+        is_rank_zero,
+        process_group,
+    )
 
     with contextlib.suppress(KeyError):
         crash_inside_group()
@@ -146,6 +113,12 @@ def agree_scenario() -> dict[str, Any]:
         result["one_says_stop"] = all_agree(place.rank == 1)
         result["none_says_stop"] = all_agree(False)
         result["all_say_stop"] = all_agree(True)
+        vote = Vote(3)
+        vote.start([int(place.rank == 1), 0, -(3 + place.rank)])
+        result["vote"] = list(vote.collect() or ())
+        result["no_vote_in_flight"] = vote.collect()
+        reduced = Reduction(torch.tensor([place.rank + 1], dtype=torch.int64)).result()
+        result["reduction_sum"] = int(reduced.item())
         total = torch.tensor([place.rank + 1.0])
         dist.all_reduce(total)
         result["sum"] = total.item()

@@ -2,9 +2,11 @@ import dataclasses
 import enum
 from pathlib import Path
 
+import pytest
+
 from blocktrain.redact import Redactor, secret_names
 from blocktrain.runinfo import job_context
-from blocktrain.values import bound_arguments, flatten, to_jsonable
+from blocktrain.values import bound_arguments, env_seconds, flatten, to_jsonable
 
 
 def test_job_context_plain_process():
@@ -75,3 +77,11 @@ def test_bound_arguments_include_defaults():
     def f(a: int, *, b: Cfg = Cfg(lr=0.2)) -> None: ...
 
     assert bound_arguments(f, (1,), {}) == {"a": 1, "b": {"lr": 0.2, "path": "/x"}}
+
+
+def test_env_seconds_default_value_and_named_error():
+    assert env_seconds({}, "WAIT_S", 3.0) == 3.0
+    assert env_seconds({"WAIT_S": " "}, "WAIT_S", 3.0) == 3.0
+    assert env_seconds({"WAIT_S": "0.25"}, "WAIT_S", 3.0) == 0.25
+    with pytest.raises(LookupError, match=r"WAIT_S='soon' is not a number of seconds"):
+        env_seconds({"WAIT_S": "soon"}, "WAIT_S", 3.0, LookupError)

@@ -20,6 +20,8 @@ from blocktrain.train.state import Progress
         ({"clip_grad_norm": float("nan")}, "clip_grad_norm must be a positive number"),
         ({"batch_size": 10, "grad_accum_steps": 4}, "not divisible by grad_accum_steps 4"),
         ({"eval_batch_size": 0}, "eval_batch_size must be at least 1"),
+        ({"log_flush_seconds": -1.0}, "log_flush_seconds must be 0 or more, got -1.0"),
+        ({"poll_every_s": float("inf")}, "poll_every_s must be 0 or more, got inf"),
     ],
 )
 def test_train_config_validation(kwargs: dict[str, object], message: str) -> None:

@@ -18,7 +18,7 @@ from blocktrain import checkpoint, restart
 from blocktrain.checkpoint import CheckpointConfig
 from blocktrain.errors import BlocktrainError, RequeueRequested
 from blocktrain.restart import RestartConfig
-from blocktrain.train import EarlyStopping, TrainConfig, Trainer, accuracy
+from blocktrain.train import EarlyStopping, TrainConfig, Trainer, accuracy, checkpointing
 
 TRAIN = blobs(48, seed=1)
 VAL = blobs(30, seed=2)
@@ -215,6 +215,39 @@ def test_async_save_keeps_the_state_of_its_step(tmp_path: Path) -> None:
     trainer.checkpointer.close()
     saved = checkpoint.load(checkpoint.checkpoint_path(tmp_path / "ckpt", 1))["model"]
     assert all(torch.equal(saved[k], expected[k]) for k in expected)
+
+
+def test_late_copies_wait_for_before_update(tmp_path: Path) -> None:
+    trainer = make_trainer(tmp_path / "ckpt")
+    saver = trainer.checkpointer
+    assert saver is not None
+    expected = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    late = frozenset(checkpointing.storage_address(p) for p in trainer.model.parameters())
+    saver.save(trainer.state_dict(), 1, late=late)
+    saver.before_update()  # the copies are done: changes from here on are not saved
+    with torch.no_grad():
+        for parameter in trainer.model.parameters():
+            parameter.add_(1.0)
+    saver.close()
+    saved = checkpoint.load(checkpoint.checkpoint_path(tmp_path / "ckpt", 1))["model"]
+    assert all(torch.equal(saved[k], expected[k]) for k in expected)
+
+
+def test_every_async_checkpoint_holds_its_own_step(tmp_path: Path) -> None:
+    """Checkpoints written in the background while training goes on (their parameters and
+    momentum copied during the next step) equal a training stopped at that step."""
+    folder = tmp_path / "async"
+    make_trainer(folder, every_steps=2, dropout=0.0).fit(TRAIN)
+    for step in (14, 16):  # kept (keep_last 3: 14, 16, 18), written in the background
+        reference = make_trainer(dropout=0.0, max_steps=step)
+        reference.fit(TRAIN)
+        saved = checkpoint.load(checkpoint.checkpoint_path(folder, step))
+        model = reference.model.state_dict()
+        assert all(torch.equal(saved["model"][k], model[k]) for k in model), step
+        momentum = reference.optimizer.state_dict()["state"]
+        for index, values in momentum.items():
+            assert torch.equal(saved["optimizer"]["state"][index]["momentum_buffer"],
+                               values["momentum_buffer"]), step  # fmt: skip
 
 
 # ---- exact resume -------------------------------------------------------------------------

@@ -39,6 +39,18 @@ def test_totals_sum_in_double_precision() -> None:
     assert math.isclose(totals.reduce()["x"], float(torch.tensor(0.1)), rel_tol=1e-12)
 
 
+def test_totals_fold_long_windows_without_changing_the_mean() -> None:
+    totals = Totals(CPU)
+    expected_sum = expected_count = 0
+    for index in range(1000):  # several folds, with batches of varied size and precision
+        count = 1 + index % 7
+        dtype = torch.bfloat16 if index % 3 == 0 else torch.float32
+        totals.add_mean("loss", torch.tensor(float(index % 5), dtype=dtype), count)
+        expected_sum += (index % 5) * count
+        expected_count += count
+    assert totals.reduce() == {"loss": expected_sum / expected_count}
+
+
 def test_confusion_counts_true_rows_predicted_columns() -> None:
     confusion = Confusion(3, CPU)
     logits = torch.tensor([[5.0, 0, 0], [0, 5.0, 0], [0, 5.0, 0], [0, 0, 5.0]])

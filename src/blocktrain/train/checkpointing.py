@@ -4,7 +4,11 @@ An asynchronous save costs the training thread one copy of the state into CPU me
 (reused buffers, pinned for GPU tensors); a background thread then writes the file
 atomically with its checksum (:func:`blocktrain.checkpoint.save`), records the best one,
 deletes all but the last K and the best, and queues the last and the best for upload to the
-MLflow run. One write is in flight at a time: the next save waits for it, and so does
+MLflow run. CPU tensors that only the next optimizer step changes (the parameters and the
+optimizer's state: ``late``) are copied by the background thread too, while the next forward
+and backward passes run; :meth:`Checkpointer.before_update` waits for those copies.
+
+One write is in flight at a time: the next save waits for it, and so does
 :meth:`Checkpointer.close`. A write that failed raises in the training thread at the next
 save or at close.
 """
@@ -59,39 +63,67 @@ def default_folder(env: Mapping[str, str] | None = None) -> Path:
     return folder
 
 
-def snapshot(state: Any, buffers: dict[str, torch.Tensor]) -> Any:  # noqa: ANN401
+Late = list[tuple[torch.Tensor, torch.Tensor]]
+"""(buffer, tensor) pairs: copies left to the background thread."""
+
+
+def snapshot(
+    state: Any,  # noqa: ANN401
+    buffers: dict[str, torch.Tensor],
+    late: frozenset[int] = frozenset(),
+) -> tuple[Any, Late]:
     """A copy of ``state`` whose tensors live in CPU memory the training no longer touches.
 
     Tensors are copied into ``buffers`` (kept between calls, so that memory is allocated
     once; pinned for GPU tensors, whose copies then run asynchronously until the final
-    synchronisation); other values are copied as containers, leaves shared.
+    synchronisation); other values are copied as containers, leaves shared. CPU tensors whose
+    storage is in ``late`` (addresses) are not copied yet: they are returned with their
+    buffers, for the caller to copy before anything changes them.
     """
-    copied = _copy(state, buffers, "")
+    pending: Late = []
+    copied = _copy(state, buffers, "", late, pending)
     if torch.cuda.is_available():
         torch.cuda.synchronize()
-    return copied
+    return copied, pending
 
 
-def _copy(value: Any, buffers: dict[str, torch.Tensor], key: str) -> Any:  # noqa: ANN401
+def storage_address(tensor: torch.Tensor) -> int:
+    return tensor.untyped_storage().data_ptr()
+
+
+def _copy(
+    value: Any,  # noqa: ANN401
+    buffers: dict[str, torch.Tensor],
+    key: str,
+    late: frozenset[int],
+    pending: Late,
+) -> Any:  # noqa: ANN401
     if isinstance(value, torch.Tensor):
-        return _into_buffer(value.detach(), buffers, key)
+        tensor = value.detach()
+        buffer = _buffer(tensor, buffers, key)
+        if not tensor.is_cuda and storage_address(tensor) in late:
+            pending.append((buffer, tensor))
+            return buffer
+        return buffer.copy_(tensor, non_blocking=tensor.is_cuda)
     if isinstance(value, Mapping):
         items = cast("Mapping[Any, Any]", value)
-        return {k: _copy(v, buffers, f"{key}/{k}") for k, v in items.items()}
+        return {k: _copy(v, buffers, f"{key}/{k}", late, pending) for k, v in items.items()}
     if isinstance(value, list | tuple):
-        parts = [_copy(v, buffers, f"{key}/{i}") for i, v in enumerate(cast("list[Any]", value))]
+        parts = [
+            _copy(v, buffers, f"{key}/{i}", late, pending)
+            for i, v in enumerate(cast("list[Any]", value))
+        ]
         return parts if isinstance(value, list) else tuple(parts)
     return value
 
 
-def _into_buffer(tensor: torch.Tensor, buffers: dict[str, torch.Tensor], key: str) -> torch.Tensor:
+def _buffer(tensor: torch.Tensor, buffers: dict[str, torch.Tensor], key: str) -> torch.Tensor:
     buffer = buffers.get(key)
-    fits = buffer is not None and (buffer.shape, buffer.dtype) == (tensor.shape, tensor.dtype)
-    if buffer is None or not fits:
+    if buffer is None or (buffer.shape, buffer.dtype) != (tensor.shape, tensor.dtype):
         pinned = tensor.is_cuda
         buffer = torch.empty(tensor.shape, dtype=tensor.dtype, device="cpu", pin_memory=pinned)
         buffers[key] = buffer
-    return buffer.copy_(tensor, non_blocking=tensor.is_cuda)
+    return buffer
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +149,7 @@ class Checkpointer:
         self._thread: threading.Thread | None = None
         self._failure: tuple[int, BaseException] | None = None
         self._buffers: dict[str, torch.Tensor] = {}
+        self._copied: threading.Event | None = None
         self.last_step = 0
         self.last_time = time.monotonic()
         self.stall_s = 0.0
@@ -128,9 +161,13 @@ class Checkpointer:
         """The newest good checkpoint to resume from."""
         return checkpoint.newest_good(self.folder)
 
-    def due(self, step: int, now: float) -> bool:
-        """Whether the configured interval has passed since the last save (this rank's clock)."""
-        return self.config.due(step, self.last_step, self.last_time, now)
+    def due_by_steps(self, step: int) -> bool:
+        """Whether ``every_steps`` steps have passed since the last save."""
+        return self.config.due_by_steps(step, self.last_step)
+
+    def due_by_clock(self, now: float) -> bool:
+        """Whether ``every_minutes`` have passed since the last save, by this rank's clock."""
+        return self.config.due_by_clock(now, self.last_time)
 
     def saved(self, step: int, now: float | None = None) -> None:
         """Restart the interval at ``step`` (after a save, or a resume from it)."""
@@ -138,11 +175,20 @@ class Checkpointer:
         self.last_time = time.monotonic() if now is None else now
 
     def save(
-        self, state: Mapping[str, Any], step: int, *, best: Best | None = None, wait: bool = False
+        self,
+        state: Mapping[str, Any],
+        step: int,
+        *,
+        best: Best | None = None,
+        wait: bool = False,
+        late: frozenset[int] = frozenset(),
     ) -> None:
         """Checkpoint ``state`` as ``step``; with ``wait``, return once it is on disk.
 
-        Call it on every rank; the others only note the step.
+        Call it on every rank; the others only note the step. ``late``: storage addresses
+        (:func:`storage_address`) of CPU tensors that nothing changes before the caller calls
+        :meth:`before_update` (the parameters and optimizer state, until the next optimizer
+        step); the background thread copies them.
         """
         started = time.perf_counter()
         self.saved(step)
@@ -151,15 +197,26 @@ class Checkpointer:
             if wait or not self.config.asynchronous:
                 self._write(state, step, best)
             else:
-                copy = snapshot(state, self._buffers)
+                copy, pending = snapshot(state, self._buffers, late)
+                copied = threading.Event() if pending else None
+                self._copied = copied
                 self._thread = threading.Thread(
                     target=self._write_in_background,
-                    args=(copy, step, best),
+                    args=(copy, pending, copied, step, best),
                     name="blocktrain-checkpoint",
                     daemon=True,
                 )
                 self._thread.start()
         self.stall_s = time.perf_counter() - started
+
+    def before_update(self) -> None:
+        """Wait until the ``late`` tensors of the last save are copied: call it before they
+        change (the optimizer step). The time waited counts in :attr:`stall_s`."""
+        copied, self._copied = self._copied, None
+        if copied is not None and not copied.is_set():
+            started = time.perf_counter()
+            copied.wait()
+            self.stall_s += time.perf_counter() - started
 
     @property
     def busy(self) -> bool:
@@ -185,8 +242,21 @@ class Checkpointer:
         """The best checkpoint recorded so far, if any."""
         return checkpoint.best(self.folder)
 
-    def _write_in_background(self, state: Mapping[str, Any], step: int, best: Best | None) -> None:
+    def _write_in_background(
+        self,
+        state: Mapping[str, Any],
+        pending: Late,
+        copied: threading.Event | None,
+        step: int,
+        best: Best | None,
+    ) -> None:
         try:
+            try:
+                for buffer, tensor in pending:
+                    buffer.copy_(tensor)
+            finally:
+                if copied is not None:
+                    copied.set()
             self._write(state, step, best)
         except BaseException as exc:  # noqa: BLE001 - handed to the training thread
             self._failure = (step, exc)

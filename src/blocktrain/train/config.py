@@ -98,6 +98,9 @@ class TrainConfig:
     """log the training loss (MLflow, progress lines) every this many steps"""
     log_flush_seconds: float = 5.0
     """hand logged training metrics to MLflow's background writer at most this often"""
+    poll_every_s: float = 0.5
+    """under DDP: how often (seconds, in whole steps; 0: every step) the ranks agree on
+    stopping and on a checkpoint due by the clock; a stop waits at most this plus a step"""
 
     def __post_init__(self) -> None:
         counts = {
@@ -116,10 +119,12 @@ class TrainConfig:
             raise TrainConfigError(f"num_workers must be 0 or more, got {self.num_workers}")
         if self.clip_grad_norm is not None:
             _positive("clip_grad_norm", self.clip_grad_norm)
-        if not (math.isfinite(self.log_flush_seconds) and self.log_flush_seconds >= 0):
-            raise TrainConfigError(
-                f"log_flush_seconds must be 0 or more, got {self.log_flush_seconds}"
-            )
+        for name, seconds in (
+            ("log_flush_seconds", self.log_flush_seconds),
+            ("poll_every_s", self.poll_every_s),
+        ):
+            if not (math.isfinite(seconds) and seconds >= 0):
+                raise TrainConfigError(f"{name} must be 0 or more, got {seconds}")
         if self.eval_batch_size is not None and self.eval_batch_size < 1:
             raise TrainConfigError(
                 f"eval_batch_size must be at least 1 (or null), got {self.eval_batch_size}"

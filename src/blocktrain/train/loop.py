@@ -33,7 +33,7 @@ from blocktrain import distributed, restart, track
 from blocktrain.checkpoint import CheckpointConfig
 from blocktrain.errors import BlocktrainError
 from blocktrain.train import data as datasets
-from blocktrain.train.checkpointing import Best, Checkpointer, resume_state
+from blocktrain.train.checkpointing import Best, Checkpointer, resume_state, storage_address
 from blocktrain.train.config import ExportConfig, TrainConfig
 from blocktrain.train.logbook import Logbook
 from blocktrain.train.metrics import Confusion, MetricFn, Pending, Totals, is_classification
@@ -54,6 +54,8 @@ if TYPE_CHECKING:
 _log = logging.getLogger("blocktrain.train")
 CHECKPOINT_FORMAT = 1
 _AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+# However fast the steps, the ranks vote on stopping at least every so many steps.
+_VOTE_MAX_STEPS = 1000
 
 
 def seed_everything(seed: int) -> None:
@@ -187,6 +189,9 @@ class Trainer:
         self.last_evaluation: Evaluation | None = None
         self.exported: Exported | None = None
         self._window = Totals(self.device)
+        # (a rank was signalled to stop, a checkpoint is due by its clock, -steps to the next)
+        self._vote = distributed.Vote(3)
+        self._last_vote, self._next_vote = (time.perf_counter(), 0), 0
         self._window_start = (time.perf_counter(), 0)
         self._logging: tuple[int, Pending, dict[str, float]] | None = None
         self._display = Display(0, enabled=False)
@@ -216,6 +221,7 @@ class Trainer:
         if resumed_from is not None:
             display.note(f"resumed from {resumed_from} (epoch {state.epoch}, step {state.step})")
         self._window_start = (time.perf_counter(), state.step * config.batch_size)
+        self._last_vote, self._next_vote = (time.perf_counter(), state.step), 0
         try:
             while state.epoch < config.epochs and not self._stalled():
                 if not self._train_epoch(train_data, last_step, display):
@@ -225,6 +231,7 @@ class Trainer:
                 if val_data is not None and state.epoch % config.eval_every_epochs == 0:
                     self._evaluate_and_keep(val_data, display)
                 self._epoch_scheduler_step()
+            self._vote.collect()  # the training is over: whatever it says, the end saves
             if val_data is not None and self._evaluated_at != state.step:
                 self._evaluate_and_keep(val_data, display)
             self._save(wait=True)
@@ -288,6 +295,8 @@ class Trainer:
         if self.config.clip_grad_norm is not None:
             self.scaler.unscale_(self.optimizer)
             nn.utils.clip_grad_norm_(self.model.parameters(), self.config.clip_grad_norm)
+        if self.checkpointer is not None:
+            self.checkpointer.before_update()  # the last save's copies of what changes now
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
@@ -295,20 +304,55 @@ class Trainer:
             cast("LRScheduler", self.scheduler).step()
 
     def _step_boundary(self, last_step: int, display: Display) -> None:
-        """After each optimizer step: log, then checkpoint when due or when asked to stop."""
+        """After each optimizer step: log, then checkpoint when due or when asked to stop.
+
+        Whether to stop, and whether a checkpoint is due by the clock (clocks differ), must be
+        decided alike on every rank, so the ranks vote on it (see :meth:`_poll`).
+        """
         step = self.progress.step
         display.step()
         self._report_training()
         if (step - 1) % self.config.log_every_steps == 0 or step == last_step:
             self._log_training(step - 1)
-        stop = restart.should_stop()
-        if stop or self._checkpoint_due(step):
+        checkpointer = self.checkpointer
+        stop, clock_due = self._poll(step)
+        if stop or clock_due or (checkpointer is not None and checkpointer.due_by_steps(step)):
             self._save(wait=stop)
         if stop:
-            if self.checkpointer is None:
+            if checkpointer is None:
                 _log.warning("asked to stop, but without a CheckpointConfig nothing was saved")
             distributed.barrier()
             restart.stop_now()
+
+    def _poll(self, step: int) -> tuple[bool, bool]:
+        """Whether to stop (all ranks alike), and whether a checkpoint is due by the clock.
+
+        One process decides at every step. Ranks vote: a vote starts about every
+        ``poll_every_s`` and is collected one step later, when its all-reduce has finished,
+        so that no rank waits for the others here, nor for its GPU, and fast steps do not pay
+        for a round trip each. How many steps make that interval is measured on every rank
+        and agreed on in the vote itself (the fewest), so all ranks vote at the same steps.
+        """
+        if self.world == 1:
+            return restart.signalled(), self._clock_due()
+        agreed = self._vote.collect()
+        stop = clock_due = False
+        if agreed is not None:
+            stop, clock_due, fewest = bool(agreed[0]), bool(agreed[1]), -agreed[2]
+            self._next_vote = step - 1 + fewest
+        if step >= self._next_vote and not stop:
+            now = time.perf_counter()
+            since, steps = self._last_vote
+            per_step = max((now - since) / max(step - steps, 1), 1e-9)
+            every = max(1, min(_VOTE_MAX_STEPS, int(self.config.poll_every_s / per_step)))
+            self._last_vote = (now, step)
+            self._vote.start((int(restart.signalled()), int(self._clock_due()), -every))
+        return stop, clock_due
+
+    def _clock_due(self) -> bool:
+        """Whether this rank's clock says a checkpoint is due (the vote makes it unanimous)."""
+        checkpointer = self.checkpointer
+        return checkpointer is not None and checkpointer.due_by_clock(time.monotonic())
 
     def _log_training(self, index: int) -> None:
         """Start reducing the training loss since the last log over the ranks; the values are
@@ -333,15 +377,6 @@ class Trainer:
         self.progress.record("train_loss", index, values["train_loss"])
         self.logbook.log(values, index)
         self._display.values(index, values)
-
-    def _checkpoint_due(self, step: int) -> bool:
-        checkpointer = self.checkpointer
-        if checkpointer is None:
-            return False
-        due = checkpointer.due(step, time.monotonic())
-        if checkpointer.config.every_minutes is not None:
-            due = distributed.all_agree(due)  # clocks differ: every rank must decide alike
-        return due
 
     # ---- evaluation, best checkpoint, early stopping --------------------------------------
 
@@ -491,7 +526,18 @@ class Trainer:
     def _save(self, *, best: Best | None = None, wait: bool = False) -> None:
         self._report_training()  # its point belongs in the checkpoint's history
         if self.checkpointer is not None:
-            self.checkpointer.save(self.state_dict(), self.progress.step, best=best, wait=wait)
+            state, late = self.state_dict(), self._changed_by_optimizer_step()
+            self.checkpointer.save(state, self.progress.step, best=best, wait=wait, late=late)
+
+    def _changed_by_optimizer_step(self) -> frozenset[int]:
+        """Storage of the CPU tensors that only the optimizer step changes: the parameters and
+        the optimizer's state (a checkpoint may copy them until the next step)."""
+        state = cast("dict[Any, dict[str, Any]]", self.optimizer.state)
+        tensors = [
+            *self.model.parameters(),
+            *(v for values in state.values() for v in values.values() if torch.is_tensor(v)),
+        ]
+        return frozenset(storage_address(t) for t in tensors if not t.is_cuda)
 
     def _abandon(self) -> None:
         """After an error: let the write in flight finish, reporting (not raising) its failure."""

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from launch_project import LaunchProject
 
-from conftest import SlurmCluster
+from slurm_service import SlurmCluster
 
 pytestmark = pytest.mark.integration
 FINAL = ("FINISHED", "FAILED", "KILLED")

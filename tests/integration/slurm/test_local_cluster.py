@@ -12,7 +12,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from pathlib import Path
 
-    from conftest import SlurmCluster  # the fixture's type; pytest provides the fixture itself
+    from slurm_service import SlurmCluster  # the fixture's type; pytest provides the fixture itself
 
 pytestmark = pytest.mark.integration
 

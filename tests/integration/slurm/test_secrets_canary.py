@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from launch_project import LaunchProject
 
-from conftest import SlurmCluster
+from slurm_service import SlurmCluster
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from webhook_server import WebhookServer

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:
-    from conftest import SlurmCluster  # the fixture's type; pytest provides the fixture itself
+    from slurm_service import SlurmCluster  # the fixture's type; pytest provides the fixture itself
 
 pytestmark = pytest.mark.integration
 

@@ -7,7 +7,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
+import commands
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -66,19 +66,6 @@ class Baked:
         check: bool = True,
         env: dict[str, str] | None = None,
     ) -> subprocess.CompletedProcess[str]:
-        done = subprocess.run(
-            [str(a) for a in argv],
-            cwd=self.root,
-            env={**self.env, **(env or {})},
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
+        return commands.run(
+            argv, env={**self.env, **(env or {})}, cwd=self.root, timeout=timeout, check=check
         )
-        if check and done.returncode != 0:
-            pytest.fail(
-                f"`{' '.join(map(str, argv))}` exited with {done.returncode}:\n"
-                f"{done.stdout[-4000:]}\n{done.stderr[-4000:]}",
-                pytrace=False,
-            )
-        return done

@@ -9,7 +9,6 @@ ablation sweep as one job array.
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 import shlex
 import sqlite3
@@ -24,16 +23,6 @@ import yaml
 from template_project import REPO, Baked, bake, clean_env
 
 pytestmark = pytest.mark.integration
-
-# The launcher tests' cluster fixture, loaded from its file: a second conftest.py here would
-# compete with theirs for the module name `conftest`, which their tests import.
-_SLURM_FIXTURES = REPO / "tests" / "integration" / "slurm" / "conftest.py"
-_spec = importlib.util.spec_from_file_location("template_slurm_fixtures", _SLURM_FIXTURES)
-assert _spec is not None
-assert _spec.loader is not None
-_slurm = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_slurm)
-slurm_cluster = _slurm.slurm_cluster
 
 EXPECTED_FILES = [
     ".envrc",

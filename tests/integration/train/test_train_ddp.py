@@ -8,76 +8,31 @@ step, and the resume is a new launch of the same job. Every launch has a deadlin
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
 import sys
-import time
+from collections.abc import Container
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from gloo_ranks import clean_env, free_port, run_ranks, torch_env
 
 pytestmark = pytest.mark.integration
 JOB = Path(__file__).resolve().parent / "train_job.py"
 DEADLINE_S = 120
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def rank_env(rank: int, world: int, port: int) -> dict[str, str]:
-    env = {
-        name: value
-        for name, value in os.environ.items()
-        if not name.startswith(("SLURM_", "BLOCKTRAIN_", "MLFLOW_"))
-        and name not in {"RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"}
-    }
-    env["CUDA_VISIBLE_DEVICES"] = ""  # Gloo on CPU, on a GPU machine too
-    if world > 1:
-        env.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world))
-        env.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    return env
-
-
 def launch(folder: Path, world: int, **options: Any) -> list[dict[str, Any]]:
     """Run the job on ``world`` ranks in ``folder``; every rank's result, rank order."""
     folder.mkdir(parents=True, exist_ok=True)
-    port, procs, logs = free_port(), [], []
     number = len(list(folder.glob("launch*-rank0.log")))
-    for rank in range(world):
-        log = folder / f"launch{number}-rank{rank}.log"
-        logs.append(log)
-        with log.open("wb") as out:
-            procs.append(
-                subprocess.Popen(
-                    [sys.executable, str(JOB), str(folder), json.dumps(options)],
-                    env=rank_env(rank, world, port),
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                )
-            )
-    deadline = time.monotonic() + DEADLINE_S
-    try:
-        for proc in procs:
-            proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-    except subprocess.TimeoutExpired:
-        pass
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-    texts = [log.read_text() for log in logs]
-    report = "\n".join(
-        f"--- rank {r} (exit {p.returncode}):\n{t}"
-        for r, (p, t) in enumerate(zip(procs, texts, strict=True))
+    port = free_port()
+    return run_ranks(
+        [sys.executable, str(JOB), str(folder), json.dumps(options)],
+        [{**clean_env("MLFLOW_"), **torch_env(rank, world, port)} for rank in range(world)],
+        [folder / f"launch{number}-rank{rank}.log" for rank in range(world)],
+        DEADLINE_S,
     )
-    assert all(proc.returncode == 0 for proc in procs), report
-    return [json.loads(text.rsplit("RESULT ", 1)[1]) for text in texts]
 
 
 @pytest.fixture(scope="module")
@@ -111,17 +66,31 @@ def test_metrics_over_uneven_shards_equal_the_single_process_ones(
 
 
 @pytest.mark.parametrize(
-    ("world", "stop_at", "stop_rank"),
-    [(1, 7, 0), (2, 7, 1)],  # mid-epoch (6 steps an epoch), signalled on the last rank
+    ("world", "stop_rank", "options", "stopped_after"),
+    [
+        # Mid-epoch (6 steps an epoch), signalled during step 7 on the last rank. One process
+        # stops at once; ranks that vote at every step stop one step later.
+        (1, 0, {}, [7]),
+        (2, 1, {"config": {"poll_every_s": 0}}, [8]),
+        # Ranks that vote every 0.2 s (about 4 steps of 0.05 s) stop within that and a step.
+        (2, 1, {"step_sleep": 0.05, "config": {"poll_every_s": 0.2}}, range(8, 16)),
+    ],
+    ids=["1-rank", "2-ranks-every-step", "2-ranks-every-0.2s"],
 )
 def test_exact_resume_in_new_processes(
-    tmp_path: Path, world: int, stop_at: int, stop_rank: int
+    tmp_path: Path,
+    world: int,
+    stop_rank: int,
+    options: dict[str, Any],
+    stopped_after: Container[int],
 ) -> None:
-    options = {"dropout": 0.3}  # random state matters
+    options = {"dropout": 0.3, **options}  # random state matters
     full = launch(tmp_path / "full", world, **options)
-    cut = launch(tmp_path / "run", world, stop_at=stop_at, stop_rank=stop_rank, **options)
+    cut = launch(tmp_path / "run", world, stop_at=7, stop_rank=stop_rank, **options)
     assert [r["outcome"] for r in cut] == ["requeued"] * world
-    assert [r["step"] for r in cut] == [stop_at] * world
+    steps = {r["step"] for r in cut}
+    assert len(steps) == 1  # all ranks stopped at the same step
+    assert steps.pop() in stopped_after
     assert (tmp_path / "run" / "markers" / "job").exists()
     resumed = launch(tmp_path / "run", world, **options)
     assert [r["outcome"] for r in resumed] == ["finished"] * world

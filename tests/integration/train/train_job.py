@@ -14,6 +14,7 @@ import hashlib
 import json
 import signal
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +76,7 @@ def main(folder: Path, options: dict[str, Any]) -> dict[str, Any]:
                 calls += 1
                 if calls == stop_at and place.rank == options.get("stop_rank", 0):
                     signal.raise_signal(signal.SIGUSR1)
+                time.sleep(options.get("step_sleep", 0.0))  # steps as slow as a real model's
             return nn.functional.cross_entropy(outputs, targets)
 
         optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)

@@ -1,20 +1,22 @@
 """A real single-node Slurm cluster with accounting for the integration tests.
 
-`slurm_cluster` starts one with `scripts/local-slurm up` in a fresh directory per test session
-and removes it with `down --purge` at the end, whatever the tests did. If the cluster cannot
-start, every test that uses it fails with the script's error and the daemons' log tails.
+The `slurm_cluster` fixture (tests/conftest.py) starts one with `scripts/local-slurm up` in a
+fresh directory per test session and removes it with `down --purge` at the end, whatever the
+tests did. If the cluster cannot start, every test that uses it fails with the script's error
+and the daemons' log tails.
 """
 
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[3] / "scripts" / "local-slurm"
+import commands
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "local-slurm"
 UP_TIMEOUT_S = 600  # the first `up` on a new machine installs the Debian packages
 
 
@@ -30,21 +32,7 @@ class SlurmCluster:
         self, *cmd: str | Path, check: bool = True, timeout: float = 60
     ) -> subprocess.CompletedProcess[str]:
         """Run a command (sbatch, squeue, ...) against this cluster and capture its output."""
-        done = subprocess.run(
-            [str(part) for part in cmd],
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
-        if check and done.returncode != 0:
-            pytest.fail(
-                f"`{' '.join(map(str, cmd))}` exited with {done.returncode}:\n"
-                f"{done.stdout}{done.stderr}",
-                pytrace=False,
-            )
-        return done
+        return commands.run(cmd, env=self.env, timeout=timeout, check=check)
 
     def script(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         """Run `scripts/local-slurm ARGS --dir STATE_DIR`."""
@@ -68,24 +56,26 @@ def log_tails(state_dir: Path, lines: int = 20) -> str:
     return "\n".join(parts)
 
 
-@pytest.fixture(scope="session")
-def slurm_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SlurmCluster]:
-    state_dir = tmp_path_factory.mktemp("slurm")
+def start_cluster(state_dir: Path) -> SlurmCluster:
+    """Start a cluster in ``state_dir``; fail the test with the daemons' logs if it does not."""
     cluster = SlurmCluster(
         state_dir=state_dir,
         conf=state_dir / "etc" / "slurm.conf",
         env={**os.environ, "SLURM_CONF": str(state_dir / "etc" / "slurm.conf")},
     )
-    try:
-        up = cluster.script("up", check=False)
-        if up.returncode != 0:
-            pytest.fail(
-                f"the local Slurm cluster did not start (exit {up.returncode}):\n"
-                f"{up.stdout}{up.stderr}\n{log_tails(state_dir)}",
-                pytrace=False,
-            )
-        yield cluster
-    finally:
-        down = cluster.script("down", "--purge", check=False)
-        if down.returncode != 0:
-            sys.stderr.write(f"local-slurm down failed:\n{down.stdout}{down.stderr}\n")
+    up = cluster.script("up", check=False)
+    if up.returncode != 0:
+        stop_cluster(cluster)
+        pytest.fail(
+            f"the local Slurm cluster did not start (exit {up.returncode}):\n"
+            f"{up.stdout}{up.stderr}\n{log_tails(state_dir)}",
+            pytrace=False,
+        )
+    return cluster
+
+
+def stop_cluster(cluster: SlurmCluster) -> None:
+    """Stop the daemons and remove the state, whatever the tests did."""
+    down = cluster.script("down", "--purge", check=False)
+    if down.returncode != 0:
+        sys.stderr.write(f"local-slurm down failed:\n{down.stdout}{down.stderr}\n")
