@@ -14,7 +14,10 @@ and the training metrics.
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import itertools
+import logging
 import os
 import re
 import socket
@@ -242,6 +245,31 @@ def process_group(backend: str | None = None, timeout_s: float = 1800) -> Genera
         finally:
             if owned and dist.is_initialized():
                 dist.destroy_process_group()
+
+
+def exit_without_finalizing() -> None:
+    """Let this process skip the interpreter's finalization when it ends without an exception.
+
+    A process that trained with DistributedDataParallel on Gloo (PyTorch 2.15) aborts now and
+    then while the interpreter finalizes, after ``destroy_process_group`` and after all its
+    work is done ("terminate called without an active exception", exit status 134): a finished
+    task would count as failed. At exit, once Python has joined the non-daemon threads, and
+    unless an exception is ending the process, this flushes logging and the standard streams
+    and ends the process at once with status 0. Exit handlers registered before this call do
+    not run. Only for processes whose normal end is status 0, like a launched task.
+    """
+    atexit.unregister(_exit_now)
+    atexit.register(_exit_now)
+
+
+def _exit_now() -> None:
+    if getattr(sys, "last_value", None) is not None or getattr(sys, "last_exc", None) is not None:
+        return  # an unhandled exception: finalize as usual and exit with status 1
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
+    os._exit(0)
 
 
 def _is_initialized() -> bool:

@@ -171,6 +171,9 @@ def ddp_scenario(folder: Path) -> dict[str, Any]:
 def main(scenario: str, folder: Path) -> None:
     result = agree_scenario() if scenario == "agree" else ddp_scenario(folder)
     print("RESULT " + json.dumps(result), flush=True)
+    from blocktrain.distributed import exit_without_finalizing
+
+    exit_without_finalizing()  # as a launched task does (PyTorch's Gloo abort at exit)
 
 
 if __name__ == "__main__":

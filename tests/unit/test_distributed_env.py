@@ -8,6 +8,7 @@ import os
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -155,3 +156,33 @@ def test_a_vote_without_a_process_group_is_this_process_alone() -> None:
     assert vote.collect() == (1, -7)
     with pytest.raises(ValueError, match="a vote on 2 values got 3"):
         vote.start([0, 0, 0])
+
+
+EXIT_SCRIPT = """
+import atexit, pathlib, sys
+from blocktrain.distributed import exit_without_finalizing
+atexit.register(lambda: pathlib.Path(sys.argv[1]).write_text("finalized"))
+exit_without_finalizing()
+exit_without_finalizing()  # once is enough, twice is harmless
+sys.stdout.write("buffered, not yet flushed")
+if sys.argv[2] == "raise":
+    raise KeyError("an error ends the process")
+"""
+
+
+@pytest.mark.parametrize(("how", "status", "finalized"), [("return", 0, False), ("raise", 1, True)])
+def test_exit_without_finalizing_skips_finalization_unless_an_exception_ends_it(
+    tmp_path: Path, how: str, status: int, finalized: bool
+) -> None:
+    marker = tmp_path / "finalized"
+    done = subprocess.run(
+        [sys.executable, "-c", EXIT_SCRIPT, str(marker), how],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == status, done.stderr
+    assert done.stdout == "buffered, not yet flushed"  # flushed before leaving
+    assert marker.exists() == finalized  # earlier exit handlers ran only on the error
+    assert ("KeyError" in done.stderr) == (how == "raise")

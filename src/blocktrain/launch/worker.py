@@ -78,13 +78,16 @@ class Worker:
             try:
                 func(**kwargs)
             except (RequeueRequested, StopRequested):
-                return  # checkpointed; the marker (or its absence) tells the batch script
+                # Checkpointed; the marker (or its absence) tells the batch script.
+                distributed.exit_without_finalizing()
+                return
             except Exception:
                 if context.is_rank_zero:
                     _requeue_after_crash(config)
                 raise
         if context.is_rank_zero:
             (run_dir / FINISHED).touch()
+        distributed.exit_without_finalizing()
 
 
 def agree_port(folder: Path, key: str, rank: int, timeout_s: float = 300.0) -> int:

@@ -113,3 +113,6 @@ def main(folder: Path, options: dict[str, Any]) -> dict[str, Any]:
 if __name__ == "__main__":
     result = main(Path(sys.argv[1]), json.loads(sys.argv[2]))
     print("RESULT " + json.dumps(result), flush=True)
+    from blocktrain.distributed import exit_without_finalizing
+
+    exit_without_finalizing()  # as a launched task does (PyTorch's Gloo abort at exit)
