@@ -227,6 +227,9 @@ def ddp_child(cpu: bool) -> None:
         backend = str(dist.get_backend()) if dist.is_initialized() else "no process group"
         result = {"digest": digest(trainer.model), "speed": speed, "backend": backend}
     print("RESULT " + json.dumps(result), flush=True)  # noqa: T201
+    from blocktrain.distributed import exit_without_finalizing
+
+    exit_without_finalizing()  # as a launched task does (PyTorch's Gloo abort at exit)
 
 
 def main() -> int:
