@@ -308,5 +308,5 @@ class CheckpointConfig:
 
     def due_by_clock(self, now: float, last_save_time: float) -> bool:
         """Whether ``every_minutes`` have passed since the last save (clocks of ranks differ:
-        under torch.distributed the ranks must agree on it, see ``distributed.Vote``)."""
+        under torch.distributed the ranks must agree on it, see ``blocktrain.train.exchange``)."""
         return self.every_minutes is not None and now - last_save_time >= self.every_minutes * 60

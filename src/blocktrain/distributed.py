@@ -7,9 +7,9 @@ not import torch; the functions that need it import it when called.
 
 The restart protocol: a signal handler only sets a flag (on whichever ranks got the signal);
 at a step boundary every rank calls :func:`all_agree` with its flag and all of them
-checkpoint and stop together, or none does. :class:`Vote` reaches the same agreement a step
-later without making any rank wait, and :class:`Reduction` is the all-reduce under both it
-and the training metrics.
+checkpoint and stop together, or none does. :class:`Reduction` is an all-reduce started now
+and read later, under the training metrics and the trainer's step boundaries (which reach the
+same agreement a step later without making any rank wait, see blocktrain.train.exchange).
 """
 
 from __future__ import annotations
@@ -22,11 +22,11 @@ import os
 import re
 import socket
 import sys
-from collections.abc import Generator, Mapping, Sequence
+from collections.abc import Generator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import TYPE_CHECKING, Literal, cast
+from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:
     import torch
@@ -359,44 +359,3 @@ class Reduction:
         if self._done is not None:
             self._done.synchronize()
         return self._tensor
-
-
-class Vote:
-    """Values every rank proposes, agreed on (the largest) by every rank one call later.
-
-    :func:`all_agree` makes every rank wait for a round trip to the others (and, with NCCL,
-    for the GPU to catch up with the CPU). A vote is started at one step boundary
-    (:meth:`start`) and collected at a later one (:meth:`collect`), when it has long
-    finished: the answer comes late, the same on every rank, and nobody waits for it. Each
-    value agreed is the largest proposed: a flag raised by any rank (0 or 1), or, proposed
-    negated, the smallest of a number.
-    """
-
-    def __init__(self, size: int) -> None:
-        self._size = size
-        self._pending: Reduction | tuple[int, ...] | None = None
-
-    @property
-    def in_flight(self) -> bool:
-        return self._pending is not None
-
-    def start(self, values: Sequence[int]) -> None:
-        """Start agreeing on this rank's ``values`` (a collective: every rank calls it)."""
-        if len(values) != self._size:
-            raise ValueError(f"a vote on {self._size} values got {len(values)}")
-        if self._pending is not None:
-            raise RuntimeError("collect the vote in flight before starting another")
-        if not _is_initialized():
-            self._pending = tuple(values)
-            return
-        import torch
-
-        ballot = torch.tensor(list(values), dtype=torch.int64)
-        self._pending = Reduction(ballot.to(_collective_device()), "max")
-
-    def collect(self) -> tuple[int, ...] | None:
-        """The largest of each value over the ranks; None when no vote is in flight."""
-        pending, self._pending = self._pending, None
-        if pending is None or isinstance(pending, tuple):
-            return pending
-        return tuple(cast("list[int]", pending.result().tolist()))  # pyright: ignore[reportUnknownMemberType]

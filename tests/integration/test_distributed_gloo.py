@@ -65,8 +65,13 @@ def test_all_agree_and_all_reduce(tmp_path: Path, launcher: str) -> None:
             "one_says_stop": True,
             "none_says_stop": False,
             "all_say_stop": True,
-            "vote": [1, 0, -3],  # rank 1's flag, nobody's flag, the fewest steps (3 and 4)
-            "no_vote_in_flight": None,
+            # rank 1's flag, nobody's flag, the mean of 3 and 4 steps (rounded down)
+            "agreed": [True, False, 3],
+            # (1*1 + 2*3) / (1 + 3), (0*2 + 1*2) / 4: every example weighs the same; the lr
+            # is each rank's own
+            "points": [[4, {"train_loss": 1.75, "lr": rank}], [8, {"train_loss": 0.5, "lr": rank}]],
+            "flushed": [[12, {"train_loss": 2.0}], [16, {"train_loss": 3.0}]],
+            "kept": [False, True, 1],
             "sum": 3.0,
             "reduction_sum": 3,
             "is_rank_zero": rank == 0,
@@ -97,7 +102,6 @@ def agree_scenario() -> dict[str, Any]:
 
     from blocktrain.distributed import (
         Reduction,
-        Vote,
         all_agree,
         barrier,
         is_rank_zero,
@@ -113,10 +117,7 @@ def agree_scenario() -> dict[str, Any]:
         result["one_says_stop"] = all_agree(place.rank == 1)
         result["none_says_stop"] = all_agree(False)
         result["all_say_stop"] = all_agree(True)
-        vote = Vote(3)
-        vote.start([int(place.rank == 1), 0, -(3 + place.rank)])
-        result["vote"] = list(vote.collect() or ())
-        result["no_vote_in_flight"] = vote.collect()
+        result.update(exchange_scenario(place.rank))
         reduced = Reduction(torch.tensor([place.rank + 1], dtype=torch.int64)).result()
         result["reduction_sum"] = int(reduced.item())
         total = torch.tensor([place.rank + 1.0])
@@ -126,6 +127,39 @@ def agree_scenario() -> dict[str, Any]:
         barrier()
     result["group_gone_after"] = not dist.is_initialized()
     return result
+
+
+def exchange_scenario(rank: int) -> dict[str, Any]:
+    import torch
+
+    from blocktrain.train.exchange import Exchange
+    from blocktrain.train.metrics import Totals
+
+    cpu = torch.device("cpu")
+    exchange, totals = Exchange(WORLD, cpu), Totals(cpu)
+    # Rank 0 saw 1 example of loss 1 then 2 of loss 0; rank 1 saw 3 of loss 2 then 2 of loss 1.
+    totals.add_mean("train_loss", torch.tensor([1.0, 2.0][rank]), [1, 3][rank])
+    exchange.close(4, totals, {"lr": rank})
+    totals.add_mean("train_loss", torch.tensor(float(rank)), 2)
+    exchange.close(8, totals, {"lr": rank})
+    exchange.start(stop=rank == 1, steps=3 + rank)
+    agreed, points = exchange.collect()
+    assert agreed is not None
+    # A flush waits for the exchange in flight and reduces what was closed after it.
+    totals.add_mean("train_loss", torch.tensor(2.0), 1)
+    exchange.close(12, totals, {})
+    exchange.start(checkpoint_due=rank == 0, steps=1)
+    totals.add_mean("train_loss", torch.tensor(3.0), 1)
+    exchange.close(16, totals, {})
+    flushed = exchange.flush()
+    kept, _ = exchange.collect()
+    assert kept is not None
+    return {
+        "agreed": [agreed.stop, agreed.checkpoint_due, agreed.steps],
+        "points": [[p.index, p.values] for p in points],
+        "flushed": [[p.index, p.values] for p in flushed],
+        "kept": [kept.stop, kept.checkpoint_due, kept.steps],
+    }
 
 
 def ddp_scenario(folder: Path) -> dict[str, Any]:

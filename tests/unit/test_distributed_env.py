@@ -145,19 +145,6 @@ def test_single_process_group_exports_and_restores_env(monkeypatch: pytest.Monke
     assert "WORLD_SIZE" not in os.environ
 
 
-def test_a_vote_without_a_process_group_is_this_process_alone() -> None:
-    from blocktrain.distributed import Vote
-
-    vote = Vote(2)
-    assert vote.collect() is None  # nothing in flight
-    vote.start([1, -7])
-    with pytest.raises(RuntimeError, match="collect the vote in flight"):
-        vote.start([0, 0])
-    assert vote.collect() == (1, -7)
-    with pytest.raises(ValueError, match="a vote on 2 values got 3"):
-        vote.start([0, 0, 0])
-
-
 EXIT_SCRIPT = """
 import atexit, pathlib, sys
 from blocktrain.distributed import exit_without_finalizing

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from blocktrain.train.metrics import Confusion, Totals, accuracy, is_classification
+from blocktrain.train.metrics import Confusion, Totals, accuracy, is_classification, means
 
 CPU = torch.device("cpu")
 
@@ -26,10 +26,12 @@ def test_totals_keep_first_added_order_and_clear() -> None:
     totals = Totals(CPU)
     totals.add("b", torch.ones(2))
     totals.add("a", torch.zeros(2))
-    pending = totals.reduce_later()
+    names, packed = totals.pack()
     assert not totals  # afresh
     assert totals.reduce() == {}
-    assert list(pending.result()) == ["b", "a"]
+    assert names == ["b", "a"]
+    assert packed.tolist() == [2.0, 0.0, 2.0, 2.0]  # the sums, then the counts
+    assert means(names, packed.tolist()) == {"b": 1.0, "a": 0.0}
 
 
 def test_totals_sum_in_double_precision() -> None:

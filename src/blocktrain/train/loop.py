@@ -31,12 +31,14 @@ from torch.optim.lr_scheduler import LRScheduler, ReduceLROnPlateau
 from blocktrain import checkpoint as checkpoint_files
 from blocktrain import distributed, restart, track
 from blocktrain.checkpoint import CheckpointConfig
+from blocktrain.distributed import Reduction
 from blocktrain.errors import BlocktrainError
 from blocktrain.train import data as datasets
 from blocktrain.train.checkpointing import Best, Checkpointer, resume_state, storage_address
 from blocktrain.train.config import ExportConfig, TrainConfig
+from blocktrain.train.exchange import Exchange, Point
 from blocktrain.train.logbook import Logbook
-from blocktrain.train.metrics import Confusion, MetricFn, Pending, Totals, is_classification
+from blocktrain.train.metrics import Confusion, MetricFn, Totals, is_classification
 from blocktrain.train.progress import Display, format_values
 from blocktrain.train.state import Progress
 from blocktrain.values import JSON, to_jsonable
@@ -54,8 +56,8 @@ if TYPE_CHECKING:
 _log = logging.getLogger("blocktrain.train")
 CHECKPOINT_FORMAT = 1
 _AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
-# However fast the steps, the ranks vote on stopping at least every so many steps.
-_VOTE_MAX_STEPS = 1000
+# However fast the steps, the ranks exchange (and agree on stopping) at least every so many.
+_EXCHANGE_MAX_STEPS = 1000
 
 
 def seed_everything(seed: int) -> None:
@@ -189,11 +191,9 @@ class Trainer:
         self.last_evaluation: Evaluation | None = None
         self.exported: Exported | None = None
         self._window = Totals(self.device)
-        # (a rank was signalled to stop, a checkpoint is due by its clock, -steps to the next)
-        self._vote = distributed.Vote(3)
-        self._last_vote, self._next_vote = (time.perf_counter(), 0), 0
+        self._exchange = Exchange(self.world, self.device)
+        self._last_exchange, self._next_exchange = (time.perf_counter(), 0), 0
         self._window_start = (time.perf_counter(), 0)
-        self._logging: tuple[int, Pending, dict[str, float]] | None = None
         self._display = Display(0, enabled=False)
         self._evaluated_at: int | None = None
 
@@ -221,7 +221,7 @@ class Trainer:
         if resumed_from is not None:
             display.note(f"resumed from {resumed_from} (epoch {state.epoch}, step {state.step})")
         self._window_start = (time.perf_counter(), state.step * config.batch_size)
-        self._last_vote, self._next_vote = (time.perf_counter(), state.step), 0
+        self._last_exchange, self._next_exchange = (time.perf_counter(), state.step), 0
         try:
             while state.epoch < config.epochs and not self._stalled():
                 if not self._train_epoch(train_data, last_step, display):
@@ -231,7 +231,7 @@ class Trainer:
                 if val_data is not None and state.epoch % config.eval_every_epochs == 0:
                     self._evaluate_and_keep(val_data, display)
                 self._epoch_scheduler_step()
-            self._vote.collect()  # the training is over: whatever it says, the end saves
+            self._report(self._exchange.flush())  # over: whatever it agrees, the end saves
             if val_data is not None and self._evaluated_at != state.step:
                 self._evaluate_and_keep(val_data, display)
             self._save(wait=True)
@@ -268,7 +268,6 @@ class Trainer:
             state.position += group
             state.step += 1
             self._step_boundary(last_step, display)
-        self._report_training()
         return state.position >= total
 
     def forward_loss(self, batch: Any) -> tuple[torch.Tensor, int]:  # noqa: ANN401
@@ -307,11 +306,10 @@ class Trainer:
         """After each optimizer step: log, then checkpoint when due or when asked to stop.
 
         Whether to stop, and whether a checkpoint is due by the clock (clocks differ), must be
-        decided alike on every rank, so the ranks vote on it (see :meth:`_poll`).
+        decided alike on every rank, so the ranks agree on it (see :meth:`_poll`).
         """
         step = self.progress.step
         display.step()
-        self._report_training()
         if (step - 1) % self.config.log_every_steps == 0 or step == last_step:
             self._log_training(step - 1)
         checkpointer = self.checkpointer
@@ -325,39 +323,45 @@ class Trainer:
             restart.stop_now()
 
     def _poll(self, step: int) -> tuple[bool, bool]:
-        """Whether to stop (all ranks alike), and whether a checkpoint is due by the clock.
+        """Whether to stop (all ranks alike), and whether a checkpoint is due by the clock;
+        reports the logged training values that have come back.
 
-        One process decides at every step. Ranks vote: a vote starts about every
-        ``poll_every_s`` and is collected one step later, when its all-reduce has finished,
-        so that no rank waits for the others here, nor for its GPU, and fast steps do not pay
-        for a round trip each. How many steps make that interval is measured on every rank
-        and agreed on in the vote itself (the fewest), so all ranks vote at the same steps.
+        One process decides at every step. Ranks decide through the exchange (see
+        :mod:`blocktrain.train.exchange`): one starts about every ``poll_every_s`` and is read
+        one step later, when its all-reduce has finished, so that no rank waits for the others
+        here, nor for its GPU, and fast steps do not pay for an all-reduce each. How many
+        steps make that interval is measured on every rank and agreed in the exchange itself,
+        so all ranks start the next one at the same step.
         """
+        agreed, points = self._exchange.collect()
+        self._report(points)
         if self.world == 1:
+            if self._exchange.has_closed:  # the values come off the GPU while the next step runs
+                self._exchange.start()
             return restart.signalled(), self._clock_due()
-        agreed = self._vote.collect()
         stop = clock_due = False
         if agreed is not None:
-            stop, clock_due, fewest = bool(agreed[0]), bool(agreed[1]), -agreed[2]
-            self._next_vote = step - 1 + fewest
-        if step >= self._next_vote and not stop:
+            stop, clock_due = agreed.stop, agreed.checkpoint_due
+            self._next_exchange = self._last_exchange[1] + agreed.steps
+        if step >= self._next_exchange and not stop:
             now = time.perf_counter()
-            since, steps = self._last_vote
+            since, steps = self._last_exchange
             per_step = max((now - since) / max(step - steps, 1), 1e-9)
-            every = max(1, min(_VOTE_MAX_STEPS, int(self.config.poll_every_s / per_step)))
-            self._last_vote = (now, step)
-            self._vote.start((int(restart.signalled()), int(self._clock_due()), -every))
+            every = max(1, min(_EXCHANGE_MAX_STEPS, int(self.config.poll_every_s / per_step)))
+            self._last_exchange = (now, step)
+            self._exchange.start(
+                stop=restart.signalled(), checkpoint_due=self._clock_due(), steps=every
+            )
         return stop, clock_due
 
     def _clock_due(self) -> bool:
-        """Whether this rank's clock says a checkpoint is due (the vote makes it unanimous)."""
+        """Whether this rank's clock says a checkpoint is due (the exchange makes it unanimous)."""
         checkpointer = self.checkpointer
         return checkpointer is not None and checkpointer.due_by_clock(time.monotonic())
 
     def _log_training(self, index: int) -> None:
-        """Start reducing the training loss since the last log over the ranks; the values are
-        reported at the next step boundary, when the reduction has long finished, so that no
-        rank waits for it (nor for the GPU)."""
+        """Close the log window at step ``index``: its loss totals go to the other ranks with
+        the next exchange; ``lr`` and ``samples_per_s`` are this rank's."""
         started, examples = self._window_start
         now, done = time.perf_counter(), self.progress.step * self.config.batch_size
         extra = {
@@ -365,18 +369,15 @@ class Trainer:
             "samples_per_s": (done - examples) / max(now - started, 1e-9),
         }
         self._window_start = (now, done)
-        self._logging = (index, self._window.reduce_later(), extra)
+        self._exchange.close(index, self._window, extra)
 
-    def _report_training(self) -> None:
-        """Log and show the training values started by :meth:`_log_training`, if any."""
-        if self._logging is None:
-            return
-        index, pending, extra = self._logging
-        self._logging = None
-        values = {**pending.result(), **extra}
-        self.progress.record("train_loss", index, values["train_loss"])
-        self.logbook.log(values, index)
-        self._display.values(index, values)
+    def _report(self, points: list[Point]) -> None:
+        """Record, log and show the training values that came back from the ranks."""
+        for point in points:
+            values = point.values
+            self.progress.record("train_loss", point.index, values["train_loss"])
+            self.logbook.log(values, point.index)
+            self._display.values(point.index, values)
 
     # ---- evaluation, best checkpoint, early stopping --------------------------------------
 
@@ -404,6 +405,7 @@ class Trainer:
 
     def _evaluate_and_keep(self, data: Data, display: Display) -> None:
         config, state = self.config, self.progress
+        self._report(self._exchange.flush())  # the training's values come before the evaluation
         evaluation = self.evaluate(data)
         self.last_evaluation, self._evaluated_at = evaluation, state.step
         values = evaluation.values
@@ -487,6 +489,8 @@ class Trainer:
         if self.scaler.is_enabled() and state.get("scaler") is not None:
             self.scaler.load_state_dict(state["scaler"])
         self.progress = Progress.from_dict(state["progress"])
+        self._window = Totals(self.device)
+        self._carry(self.progress.unlogged)
         rng: list[dict[str, Any]] = state["rng"]
         if len(rng) == self.world:
             checkpoint_files.set_rng_state(rng[self.rank])
@@ -524,10 +528,28 @@ class Trainer:
         return path
 
     def _save(self, *, best: Best | None = None, wait: bool = False) -> None:
-        self._report_training()  # its point belongs in the checkpoint's history
+        self._report(self._exchange.flush())  # their points belong in the checkpoint's history
         if self.checkpointer is not None:
+            self.progress.unlogged = self._unlogged()
             state, late = self.state_dict(), self._changed_by_optimizer_step()
             self.checkpointer.save(state, self.progress.step, best=best, wait=wait, late=late)
+
+    def _unlogged(self) -> dict[str, tuple[float, int]]:
+        """The training totals since the last logged point over every rank (a collective),
+        for the checkpoint; from now on rank 0 carries them."""
+        names, packed = self._window.pack()
+        totals = cast("list[float]", Reduction(packed).result().tolist())  # pyright: ignore[reportUnknownMemberType]
+        count = len(names)
+        unlogged = {name: (totals[i], round(totals[count + i])) for i, name in enumerate(names)}
+        self._carry(unlogged)
+        return unlogged
+
+    def _carry(self, unlogged: Mapping[str, tuple[float, int]]) -> None:
+        """Take up totals of every rank in the window: once, on rank 0 (the other ranks add
+        nothing under the same names, so that every rank packs the same)."""
+        for name, (total, count) in unlogged.items():
+            mine = self.rank == 0
+            self._window.add_total(name, total if mine else 0.0, count if mine else 0)
 
     def _changed_by_optimizer_step(self) -> frozenset[int]:
         """Storage of the CPU tensors that only the optimizer step changes: the parameters and

@@ -50,6 +50,11 @@ class Totals:
         """Add a mean over ``count`` examples (a batch's mean loss)."""
         self._add(name, mean.detach(), count, count)
 
+    def add_total(self, name: str, total: float, count: int) -> None:
+        """Add a sum over ``count`` examples (totals carried over from elsewhere)."""
+        value = torch.tensor(total, dtype=torch.float64, device=self._device)
+        self._add(name, value, 1, count)
+
     def _add(self, name: str, value: torch.Tensor, weight: int, count: int) -> None:
         values = self._values.get(name)
         if values is None:
@@ -72,36 +77,28 @@ class Totals:
 
     def reduce(self) -> dict[str, float]:
         """Means over every rank (a collective: every rank calls it, with the same names)."""
-        return self.reduce_later().result()
+        names, packed = self.pack()
+        return means(names, cast("list[float]", Reduction(packed).result().tolist()))  # pyright: ignore[reportUnknownMemberType]
 
-    def reduce_later(self) -> Pending:
-        """Start adding the totals over the ranks without waiting, and start afresh.
-
-        A collective like :meth:`reduce`; the training goes on while it runs (no CPU-GPU
-        synchronisation either), and :meth:`Pending.result` collects the means later.
-        """
+    def pack(self) -> tuple[list[str], torch.Tensor]:
+        """The names, and their sums then their counts in one float64 tensor on the device,
+        ready for an all-reduce; start afresh. No collective, no wait for the GPU."""
         names = list(self._values)
         counts = torch.tensor([self._counts[n] for n in names], dtype=torch.float64)
         sums = [self._sum(n) for n in names]
         packed = torch.cat([torch.stack(sums) if sums else counts[:0], counts.to(self._device)])
         self._values, self._weights, self._counts = {}, {}, {}
-        return Pending(names, Reduction(packed))
+        return names, packed
 
 
-class Pending:
-    """Means whose reduction over the ranks may still be running."""
-
-    def __init__(self, names: list[str], reduction: Reduction) -> None:
-        self._names, self._reduction = names, reduction
-
-    def result(self) -> dict[str, float]:
-        """Wait for the reduction (long finished, when called a step later) and divide."""
-        totals = cast("list[float]", self._reduction.result().tolist())  # pyright: ignore[reportUnknownMemberType]
-        count = len(self._names)
-        return {
-            name: (total / number if number else float("nan"))
-            for name, total, number in zip(self._names, totals[:count], totals[count:], strict=True)
-        }
+def means(names: list[str], totals: list[float]) -> dict[str, float]:
+    """Each name's sum divided by its count, from what :meth:`Totals.pack` packed (reduced)."""
+    count = len(names)
+    sums, counts = totals[:count], totals[count:]
+    return {
+        name: (total / number if number else float("nan"))
+        for name, total, number in zip(names, sums, counts, strict=True)
+    }
 
 
 class Confusion:

@@ -27,6 +27,9 @@ class Progress:
     history: dict[str, list[tuple[int, float]]] = field(
         default_factory=dict[str, list[tuple[int, float]]]
     )
+    unlogged: dict[str, tuple[float, int]] = field(default_factory=dict[str, tuple[float, int]])
+    """The training totals (sum, count) over every rank since the last logged point: a resume
+    takes them up, so that the next point averages the same steps as without the stop."""
 
     def improves(self, value: float, mode: Mode, min_delta: float = 0.0) -> bool:
         """Whether ``value`` beats the best so far by more than ``min_delta``."""
@@ -57,4 +60,8 @@ class Progress:
             best_step=None if data.get("best_step") is None else int(data["best_step"]),
             bad_evals=int(data.get("bad_evals", 0)),
             history=history,
+            unlogged={
+                str(name): (float(total), int(count))
+                for name, (total, count) in data.get("unlogged", {}).items()
+            },
         )

@@ -20,6 +20,7 @@ from gloo_ranks import clean_env, free_port, run_ranks, torch_env
 pytestmark = pytest.mark.integration
 JOB = Path(__file__).resolve().parent / "train_job.py"
 DEADLINE_S = 120
+VAL = ("val_accuracy", "val_loss")
 
 
 def launch(folder: Path, world: int, **options: Any) -> list[dict[str, Any]]:
@@ -51,6 +52,15 @@ def test_one_and_two_processes_give_the_same_training(
     assert single["params"] == pytest.approx(pair[0]["params"], rel=1e-5, abs=1e-6)
     assert single["values"]["val_accuracy"] == pair[0]["values"]["val_accuracy"]
     assert single["values"]["val_loss"] == pytest.approx(pair[0]["values"]["val_loss"], rel=1e-5)
+    # The curves: the training loss logged every 5 steps is the mean over the global batches
+    # since the last point, whichever rank read which examples; every rank keeps the same.
+    assert pair[0]["history"] == pair[1]["history"]
+    assert single["history"].keys() == pair[0]["history"].keys() == {"train_loss", *VAL}
+    for name, points in single["history"].items():
+        steps = [step for step, _ in points]
+        assert steps == [step for step, _ in pair[0]["history"][name]]
+        assert [v for _, v in points] == pytest.approx([v for _, v in pair[0]["history"][name]])
+    assert [step for step, _ in single["history"]["train_loss"]] == [0, 5, 10, 15, 17]
 
 
 def test_metrics_over_uneven_shards_equal_the_single_process_ones(
@@ -95,4 +105,6 @@ def test_exact_resume_in_new_processes(
     resumed = launch(tmp_path / "run", world, **options)
     assert [r["outcome"] for r in resumed] == ["finished"] * world
     assert {r["digest"] for r in resumed} == {full[0]["digest"]}  # bit-identical, every rank
+    # The curves too: the points logged before the stop came back with the checkpoint.
+    assert resumed[0]["history"] == full[0]["history"]
     assert "resumed from" in (tmp_path / "run" / "launch1-rank0.log").read_text()

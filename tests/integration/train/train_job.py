@@ -107,6 +107,7 @@ def main(folder: Path, options: dict[str, Any]) -> dict[str, Any]:
             "params": torch.cat([v.flatten() for v in state.values()]).tolist(),
             "before": before,
             "values": values,
+            "history": trainer.progress.history,
         }
 
 
