@@ -12,14 +12,15 @@ SCRIPT = ROOT / "scripts" / "mlflow-server"
 
 
 class MlflowServer:
-    def __init__(self, state_dir: Path) -> None:
+    def __init__(self, state_dir: Path, env: dict[str, str] | None = None) -> None:
         self.state_dir = state_dir
+        self.env = env  # the server's environment (default: this process's)
         self.port: int | None = None
 
     def _run(self, *args: str) -> str:
         done = subprocess.run(
             [sys.executable, str(SCRIPT), *args, "--dir", str(self.state_dir)],
-            capture_output=True, text=True, timeout=180, check=False,
+            capture_output=True, text=True, timeout=180, check=False, env=self.env,
         )  # fmt: skip
         if done.returncode != 0 and args[0] == "up":
             log = (
@@ -30,8 +31,9 @@ class MlflowServer:
             raise RuntimeError(f"mlflow-server {args[0]} failed: {done.stderr}\n{log[-3000:]}")
         return done.stdout.strip()
 
-    def up(self) -> str:
-        uri = self._run("up", *(["--port", str(self.port)] if self.port else []))
+    def up(self, *options: str) -> str:
+        """Start it (``options``: more of the script's, such as ``--artifacts URI``)."""
+        uri = self._run("up", *(["--port", str(self.port)] if self.port else []), *options)
         self.port = int(uri.rsplit(":", 1)[1])
         return uri
 

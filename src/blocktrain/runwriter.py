@@ -115,8 +115,16 @@ def coalesce(ops: list[Op], run_id: str | None) -> tuple[int, Op]:
     return taken, Op("batch", batch)
 
 
+Lane = Literal["records", "artifacts"]
+
+
 class RunWriter:
-    """Sends ops for one run from a daemon thread; thread-safe ``submit``."""
+    """Sends ops for one run from a daemon thread; thread-safe ``submit``.
+
+    Records (the run, metrics, params, tags, status) and artifacts go in two lanes, each in
+    order and each with its own retries: the artifact store is often another service (S3)
+    with its own credentials, and while it fails the records still reach the tracking server.
+    """
 
     def __init__(
         self,
@@ -130,13 +138,14 @@ class RunWriter:
         self._run_id = run_id
         self._warn = warn
         self._retry = retry or RetryPolicy()
-        self._pending: deque[Op] = deque()
+        self._lanes: dict[Lane, deque[Op]] = {"records": deque(), "artifacts": deque()}
         self._lock = threading.Condition()
         self._stopping = False
-        self._in_flight = 0
-        """How many ops at the head of ``_pending`` the sender is sending right now."""
-        self._outage_since: float | None = None
-        self._idle = True
+        self._in_flight: tuple[Lane, int] | None = None
+        """The lane, and how many ops at its head, the sender is sending right now."""
+        self._retry_at: dict[Lane, float] = {"records": 0.0, "artifacts": 0.0}
+        self._delays = {lane: iter(self._retry.delays()) for lane in self._lanes}
+        self._failing_since: dict[Lane, float | None] = {"records": None, "artifacts": None}
         self._thread = threading.Thread(target=self._loop, name="blocktrain-mlflow", daemon=True)
         self._thread.start()
 
@@ -147,14 +156,15 @@ class RunWriter:
 
     def submit(self, op: Op) -> None:
         with self._lock:
-            if op.kind == "artifacts":
-                # A newer upload of the same folder makes a queued one pointless; the ops being
-                # sent stay, since the sender removes exactly that many once they went through.
-                sending = list(self._pending)[: self._in_flight]
-                waiting = [p for p in list(self._pending)[self._in_flight :] if p.data != op.data]
-                self._pending = deque(sending + waiting)
-            self._pending.append(op)
-            self._idle = False
+            lane = _lane(op)
+            queue = self._lanes[lane]
+            if lane == "artifacts":
+                # A newer upload of the same folder makes a queued one pointless; the op being
+                # sent stays, since the sender removes exactly what it sent once it went through.
+                sending = self._sending("artifacts")
+                waiting = [p for p in list(queue)[sending:] if p.data != op.data]
+                self._lanes[lane] = queue = deque(list(queue)[:sending] + waiting)
+            queue.append(op)
             self._lock.notify_all()
 
     def wait_run_id(self, timeout_s: float) -> str | None:
@@ -166,7 +176,7 @@ class RunWriter:
     def flush(self, timeout_s: float) -> bool:
         """Wait until everything submitted so far is sent; False if that took too long."""
         with self._lock:
-            return self._lock.wait_for(lambda: self._idle, timeout=timeout_s)
+            return self._lock.wait_for(self._idle, timeout=timeout_s)
 
     def close(self, timeout_s: float, spill_to: Path | None) -> int:
         """Send what remains within ``timeout_s``, then spill the rest; returns how many spilled."""
@@ -177,34 +187,56 @@ class RunWriter:
         # A request stuck past this join may still land later; a duplicate beats a loss.
         self._thread.join(timeout=1.0)
         with self._lock:
-            left = list(self._pending)
+            left = [*self._lanes["records"], *self._lanes["artifacts"]]
         if left and spill_to is not None:
             write_spill(spill_to, self.run_id, left)
         return len(left)
 
+    def _idle(self) -> bool:
+        return not any(self._lanes.values())
+
+    def _sending(self, lane: Lane) -> int:
+        return self._in_flight[1] if self._in_flight and self._in_flight[0] == lane else 0
+
+    def _next(self, now: float) -> tuple[Lane, int, Op] | float | None:
+        """The lane, count and request to send now; else when a retry is due (None: nothing
+        to send). Artifacts wait for the run to exist."""
+        due: float | None = None
+        for lane, queue in self._lanes.items():
+            if not queue or (lane == "artifacts" and self._run_id is None):
+                continue
+            if now < self._retry_at[lane]:
+                due = self._retry_at[lane] if due is None else min(due, self._retry_at[lane])
+                continue
+            count, request = coalesce(list(queue), self._run_id)
+            return lane, count, request
+        return due
+
     def _loop(self) -> None:
-        delays = iter(self._retry.delays())
         while True:
             with self._lock:
-                self._lock.wait_for(lambda: self._pending or self._stopping)
-                if self._stopping:
-                    return
-                count, request = coalesce(list(self._pending), self._run_id)
-                self._in_flight = count
-            sent = self._send(request)
+                while True:
+                    if self._stopping:
+                        return
+                    chosen = self._next(time.monotonic())
+                    if isinstance(chosen, tuple):
+                        break
+                    self._lock.wait(None if chosen is None else chosen - time.monotonic())
+                lane, count, request = chosen
+                self._in_flight = (lane, count)
+            sent = self._send(lane, request)
             with self._lock:
-                self._in_flight = 0
+                self._in_flight = None
                 if sent:
                     for _ in range(count):
-                        self._pending.popleft()
-                    self._idle = not self._pending
-                    self._lock.notify_all()
+                        self._lanes[lane].popleft()
+                    self._retry_at[lane] = 0.0
+                    self._delays[lane] = iter(self._retry.delays())
                 else:
-                    self._lock.wait(timeout=next(delays))
-            if sent:
-                delays = iter(self._retry.delays())
+                    self._retry_at[lane] = time.monotonic() + next(self._delays[lane])
+                self._lock.notify_all()
 
-    def _send(self, op: Op) -> bool:
+    def _send(self, lane: Lane, op: Op) -> bool:
         """True when the op is done with (sent, or dropped as unfixable)."""
         try:
             apply(self._backend, op, self._run_id, self._set_run_id)
@@ -212,20 +244,42 @@ class RunWriter:
             if is_permanent(exc):
                 self._warn(f"MLflow rejected a {op.kind} record and it was dropped: {exc}")
                 return True
-            if self._outage_since is None:
-                self._outage_since = time.monotonic()
-                self._warn(f"MLflow unreachable ({_short(exc)}); buffering records and retrying")
+            if self._failing_since[lane] is None:
+                self._failing_since[lane] = time.monotonic()
+                self._warn(_failing(lane, op, exc))
             return False
-        if self._outage_since is not None:
-            outage = time.monotonic() - self._outage_since
-            self._outage_since = None
-            self._warn(f"MLflow reachable again after {outage:.0f} s; sending buffered records")
+        since = self._failing_since[lane]
+        if since is not None:
+            self._failing_since[lane] = None
+            what = "MLflow" if lane == "records" else "The run's artifact store"
+            self._warn(f"{what} reachable again after {time.monotonic() - since:.0f} s; sending "
+                       f"buffered {lane}")  # fmt: skip
         return True
 
     def _set_run_id(self, run_id: str) -> None:
         with self._lock:
             self._run_id = run_id
             self._lock.notify_all()
+
+
+def _lane(op: Op) -> Lane:
+    return "artifacts" if op.kind == "artifacts" else "records"
+
+
+def _failing(lane: Lane, op: Op, exc: BaseException) -> str:
+    if lane == "records":
+        return f"MLflow unreachable ({_short(exc)}); buffering records and retrying"
+    hint = (
+        "; an s3:// store written by this process needs MLFLOW_S3_ENDPOINT_URL and AWS "
+        "credentials in its environment"
+        if type(exc).__module__.startswith(("botocore", "boto3"))
+        else ""
+    )
+    return (
+        f"could not upload {op.data.get('artifact_path')!r} to the run's artifact store "
+        f"({_short(exc)}); the files stay in {op.data.get('local_dir')} and uploads are "
+        f"retried{hint}"
+    )
 
 
 def apply(backend: Backend, op: Op, run_id: str | None, on_created: Callable[[str], None]) -> None:

@@ -170,3 +170,55 @@ def test_a_repeated_upload_submitted_during_its_own_send_loses_nothing(tmp_path:
     assert [m[3] for m in backend.metrics] == [1, 2]
     assert backend.calls.count(("artifacts", "logs")) == 2
     writer.close(1, tmp_path / "spill.jsonl")
+
+
+class ArtifactStoreDownBackend(RecordingBackend):
+    """The tracking server answers; the artifact store (another service) does not."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.store_down = threading.Event()
+        self.store_down.set()
+
+    def log_artifacts(self, run_id: str, local_dir: str, artifact_path: str) -> None:
+        if self.store_down.is_set():
+            raise UnreachableError("Unable to locate credentials")
+        super().log_artifacts(run_id, local_dir, artifact_path)
+
+
+def test_a_failing_artifact_store_does_not_hold_the_records_back(tmp_path: Path):
+    backend = ArtifactStoreDownBackend()
+    warnings: list[str] = []
+    writer = RunWriter(backend, run_id=None, warn=warnings.append, retry=FAST)
+    writer.submit(Op("create", {"experiment": "e", "tags": {}}))
+    writer.submit(Op("artifacts", {"local_dir": str(tmp_path), "artifact_path": "code"}))
+    for i in range(3):
+        writer.submit(metric(i))
+    writer.submit(Op("status", {"status": "RUNNING"}))
+    assert not writer.flush(0.3)  # the upload is still failing...
+    assert [m[3] for m in backend.metrics] == [0, 1, 2]  # ...but the records went through
+    assert backend.calls[-1] == ("status", "RUNNING")
+    [warning] = warnings  # once, however often it was retried
+    assert "could not upload 'code' to the run's artifact store" in warning
+    assert "Unable to locate credentials" in warning
+    assert str(tmp_path) in warning
+    backend.store_down.clear()
+    assert writer.flush(5)
+    assert ("artifacts", "code") in backend.calls
+    assert "artifact store reachable again" in warnings[-1]
+    writer.close(1, tmp_path / "spill.jsonl")
+
+
+def test_uploads_still_failing_at_the_end_spill_after_the_records(tmp_path: Path):
+    backend = ArtifactStoreDownBackend()
+    writer = RunWriter(backend, run_id="r", warn=lambda _: None, retry=FAST)
+    writer.submit(Op("artifacts", {"local_dir": str(tmp_path), "artifact_path": "checkpoints"}))
+    backend.down.set()  # the server too, for the records
+    writer.submit(metric(0))
+    writer.submit(Op("status", {"status": "FINISHED"}))
+    spill = tmp_path / "unsent.jsonl"
+    assert writer.close(0.2, spill) == 3
+    backend.down.clear()
+    backend.store_down.clear()
+    assert replay(backend, spill) == 3
+    assert [call[0] for call in backend.calls] == ["batch", "status", "artifacts"]

@@ -124,3 +124,26 @@ def test_export_loads_the_given_weights(tmp_path: Path) -> None:
     )
     saved = torch.load(tmp_path / "model.pth")
     assert all(torch.equal(saved[k], v) for k, v in best.state_dict().items())
+
+
+EXPORT_THEN_WARN = """
+import logging, sys, torch
+from pathlib import Path
+from blocktrain.train import ExportConfig
+from blocktrain.train.export import export_model
+export_model(torch.nn.Linear(3, 2), torch.ones(2, 3), Path(sys.argv[1]), ExportConfig(formats=("mlflow",)))
+logging.getLogger("blocktrain.track").warning("a warning after the export")
+"""
+
+
+def test_the_mlflow_export_leaves_warnings_audible(tmp_path: Path) -> None:
+    """Importing mlflow.pytorch sets the root logger to ERROR; the export undoes that."""
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", EXPORT_THEN_WARN, str(tmp_path)],
+        capture_output=True, text=True, timeout=120, check=True,
+    )  # fmt: skip
+    assert (tmp_path / "mlflow_model" / "MLmodel").exists()
+    assert "a warning after the export" in done.stderr

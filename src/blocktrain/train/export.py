@@ -8,11 +8,12 @@ shipped silently. Each file goes to the current MLflow run in the background.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import shutil
 import warnings
-from collections.abc import Mapping
+from collections.abc import Generator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -166,7 +167,8 @@ def _onnx(
 def _mlflow(
     model: nn.Module, sample: torch.Tensor, expected: torch.Tensor, folder: Path, _: ExportConfig
 ) -> tuple[Path, float | None]:
-    import mlflow.pytorch
+    with _root_logging_kept():
+        import mlflow.pytorch
     from mlflow.models import infer_signature  # pyright: ignore[reportUnknownVariableType]
 
     path = folder / "mlflow_model"
@@ -189,3 +191,21 @@ def _mlflow(
     finally:
         environment_log.setLevel(level)
     return path, None
+
+
+@contextlib.contextmanager
+def _root_logging_kept() -> Generator[None]:
+    """Undo what an import does to the root logger.
+
+    ``mlflow.pytorch`` calls ``logging.basicConfig(level=logging.ERROR)`` when imported, which
+    would silence every warning of the process from then on (the tracker's closing report of
+    records it could not send, for one).
+    """
+    root = logging.getLogger()
+    level, handlers = root.level, list(root.handlers)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+        for handler in [h for h in root.handlers if h not in handlers]:
+            root.removeHandler(handler)
