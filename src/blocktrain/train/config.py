@@ -100,7 +100,8 @@ class TrainConfig:
     """hand logged training metrics to MLflow's background writer at most this often"""
     poll_every_s: float = 0.5
     """under DDP: how often (seconds, in whole steps; 0: every step) the ranks agree on
-    stopping and on a checkpoint due by the clock; a stop waits at most this plus a step"""
+    stopping and on a checkpoint due by the clock, and exchange the logged training loss; a
+    stop waits at most this plus a step, a logged point reaches MLflow up to this late"""
 
     def __post_init__(self) -> None:
         counts = {
