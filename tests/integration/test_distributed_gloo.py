@@ -90,9 +90,12 @@ def test_ddp_checkpoint_loads_identically_on_every_rank(tmp_path: Path) -> None:
 
 
 def crash_inside_group() -> None:
-    from blocktrain.distributed import process_group
+    from blocktrain.distributed import barrier, process_group
 
     with process_group(timeout_s=PG_TIMEOUT_S):
+        # Every rank is done joining before any tears the group down: a rank still
+        # connecting to one that already left would fail, or join the next group's store.
+        barrier()
         raise KeyError("a crash inside the block")
 
 
