@@ -22,6 +22,15 @@ def test_totals_weigh_every_example_once() -> None:
     assert totals.reduce() == {"accuracy": 0.5, "loss": 1.75}
 
 
+def test_totals_reduce_to_sums_and_counts() -> None:
+    totals = Totals(CPU)
+    totals.add_mean("loss", torch.tensor(2.0), 3)
+    totals.add_total("loss", 5.0, 2)  # carried over: a sum of 5 over two examples
+    totals.add("accuracy", torch.tensor([1.0, 0.0]))
+    assert totals.reduce_sums() == {"loss": (11.0, 5), "accuracy": (1.0, 2)}
+    assert not totals  # afresh
+
+
 def test_totals_keep_first_added_order_and_clear() -> None:
     totals = Totals(CPU)
     totals.add("b", torch.ones(2))

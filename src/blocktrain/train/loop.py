@@ -31,7 +31,6 @@ from torch.optim.lr_scheduler import LRScheduler, ReduceLROnPlateau
 from blocktrain import checkpoint as checkpoint_files
 from blocktrain import distributed, restart, track
 from blocktrain.checkpoint import CheckpointConfig
-from blocktrain.distributed import Reduction
 from blocktrain.errors import BlocktrainError
 from blocktrain.train import data as datasets
 from blocktrain.train.checkpointing import Best, Checkpointer, resume_state, storage_address
@@ -537,10 +536,7 @@ class Trainer:
     def _unlogged(self) -> dict[str, tuple[float, int]]:
         """The training totals since the last logged point over every rank (a collective),
         for the checkpoint; from now on rank 0 carries them."""
-        names, packed = self._window.pack()
-        totals = cast("list[float]", Reduction(packed).result().tolist())  # pyright: ignore[reportUnknownMemberType]
-        count = len(names)
-        unlogged = {name: (totals[i], round(totals[count + i])) for i, name in enumerate(names)}
+        unlogged = self._window.reduce_sums()
         self._carry(unlogged)
         return unlogged
 

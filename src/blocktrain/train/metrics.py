@@ -77,8 +77,18 @@ class Totals:
 
     def reduce(self) -> dict[str, float]:
         """Means over every rank (a collective: every rank calls it, with the same names)."""
+        return means(*self._reduced())
+
+    def reduce_sums(self) -> dict[str, tuple[float, int]]:
+        """Each name's sum and count over every rank (a collective, like :meth:`reduce`)."""
+        names, totals = self._reduced()
+        count = len(names)
+        return {name: (totals[i], round(totals[count + i])) for i, name in enumerate(names)}
+
+    def _reduced(self) -> tuple[list[str], list[float]]:
+        """The names, and their sums then counts added over the ranks; start afresh."""
         names, packed = self.pack()
-        return means(names, cast("list[float]", Reduction(packed).result().tolist()))  # pyright: ignore[reportUnknownMemberType]
+        return names, cast("list[float]", Reduction(packed).result().tolist())  # pyright: ignore[reportUnknownMemberType]
 
     def pack(self) -> tuple[list[str], torch.Tensor]:
         """The names, and their sums then their counts in one float64 tensor on the device,
