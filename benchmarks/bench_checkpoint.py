@@ -61,7 +61,7 @@ def step(model: Any, optimizer: Any, batch: Any, saver: Any = None) -> float:  #
 
 
 def changed_by_step(model: Any, optimizer: Any) -> frozenset[int]:  # noqa: ANN401
-    from blocktrain.train.checkpointing import storage_address
+    from blocktrain.train.checkpoint.saver import storage_address
 
     tensors = [*model.parameters()]
     tensors += [v for values in optimizer.state.values() for v in values.values()]
@@ -91,9 +91,9 @@ def timed(action: Any) -> float:  # noqa: ANN401
 def main() -> None:
     import torch
 
-    from blocktrain import checkpoint
-    from blocktrain.checkpoint import CheckpointConfig
-    from blocktrain.train.checkpointing import Checkpointer
+    from blocktrain.train.checkpoint import files as checkpoint
+    from blocktrain.train.checkpoint.files import CheckpointConfig
+    from blocktrain.train.checkpoint.saver import Checkpointer
 
     model, optimizer, batch = model_and_state()
     size_mb = sum(p.numel() * p.element_size() for p in model.parameters()) / 1e6

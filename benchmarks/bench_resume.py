@@ -32,8 +32,8 @@ def child(folder: Path, steps: int) -> None:
     from torch import nn
     from torch.utils.data import TensorDataset
 
-    from blocktrain.checkpoint import CheckpointConfig
     from blocktrain.train import TrainConfig, Trainer
+    from blocktrain.train.checkpoint.files import CheckpointConfig
 
     torch.set_num_threads(1)
     model = nn.Sequential(*[nn.Linear(WIDTH, WIDTH) for _ in range(LAYERS)])

@@ -170,9 +170,9 @@ def compile_check(cpu: bool) -> str:
 def checkpoint_check(cpu: bool) -> str:
     import torch
 
-    from blocktrain import checkpoint
-    from blocktrain.checkpoint import CheckpointConfig
-    from blocktrain.train.checkpointing import Checkpointer
+    from blocktrain.train.checkpoint import files as checkpoint
+    from blocktrain.train.checkpoint.files import CheckpointConfig
+    from blocktrain.train.checkpoint.saver import Checkpointer
 
     trainer, _, _ = train(cpu, precision="bf16")
     with tempfile.TemporaryDirectory() as tmp:

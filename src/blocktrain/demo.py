@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from torch import nn
     from torch.utils.data import TensorDataset
 
-    from blocktrain.values import JSON
+    from blocktrain.core.values import JSON
 
 CLASSES = ("hbar", "vbar", "square", "cross")
 VALIDATION_EXAMPLES = 1000
@@ -180,8 +180,8 @@ def trained(
 ) -> tuple[nn.Module, dict[str, object], Path]:
     """The run's network (built from the arguments its checkpoint recorded), those arguments,
     and the checkpoint."""
-    from blocktrain import checkpoint
     from blocktrain.train import find_checkpoint
+    from blocktrain.train.checkpoint import files as checkpoint
 
     path = find_checkpoint(run_id=run_id, which=which)
     args = cast("dict[str, object]", checkpoint.load(path)["args"])

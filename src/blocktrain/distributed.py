@@ -28,6 +28,8 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Literal
 
+from blocktrain.core.jobenv import env_int, ranks
+
 if TYPE_CHECKING:
     import torch
 
@@ -59,28 +61,6 @@ class Rendezvous:
         """The torch-style variables (``env://`` initialisation reads them)."""
         values = (self.rank, self.local_rank, self.world_size, self.master_addr, self.master_port)
         return {name: str(value) for name, value in zip(_ENV_NAMES, values, strict=True)}
-
-
-def _int(env: Mapping[str, str], name: str, default: int) -> int:
-    value = env.get(name, "").strip()
-    if not value:
-        return default
-    try:
-        return int(value)
-    except ValueError:
-        raise ValueError(f"{name}={value!r} is not an integer") from None
-
-
-def _ranks(env: Mapping[str, str]) -> tuple[int, int, int]:
-    """(rank, local rank, world size): torch-style variables first, then Slurm's, then 0, 0, 1."""
-    if "RANK" in env or "WORLD_SIZE" in env:
-        rank = _int(env, "RANK", 0)
-        local_rank = _int(env, "LOCAL_RANK", _int(env, "SLURM_LOCALID", 0))
-        return rank, local_rank, _int(env, "WORLD_SIZE", 1)
-    if "SLURM_PROCID" in env:
-        world = _int(env, "SLURM_NTASKS", _int(env, "SLURM_STEP_NUM_TASKS", 1))
-        return _int(env, "SLURM_PROCID", 0), _int(env, "SLURM_LOCALID", 0), world
-    return 0, 0, 1
 
 
 def _split_top_level(hostlist: str) -> list[str]:
@@ -161,8 +141,8 @@ def _master_addr(env: Mapping[str, str]) -> str:
 def _master_port(env: Mapping[str, str], world_size: int) -> int:
     for name in ("MASTER_PORT", "BLOCKTRAIN_MASTER_PORT"):
         if env.get(name, "").strip():
-            return _int(env, name, 0)
-    job_id = _int(env, "SLURM_JOB_ID", _int(env, "SLURM_JOBID", -1))
+            return env_int(env, name, 0)
+    job_id = env_int(env, "SLURM_JOB_ID", env_int(env, "SLURM_JOBID", -1))
     if job_id >= 0:
         return _PORT_BASE + job_id % _PORT_SPAN
     # Several processes without a job id to agree on: torch's own default.
@@ -179,13 +159,13 @@ def rendezvous(env: Mapping[str, str]) -> Rendezvous:
     agrees without talking; ``BLOCKTRAIN_MASTER_PORT`` overrides it. Without either: a single
     process on 127.0.0.1 and a free port.
     """
-    rank, local_rank, world_size = _ranks(env)
+    where = ranks(env)
     return Rendezvous(
-        rank=rank,
-        local_rank=local_rank,
-        world_size=world_size,
+        rank=where.rank,
+        local_rank=where.local_rank,
+        world_size=where.world_size,
         master_addr=_master_addr(env),
-        master_port=_master_port(env, world_size),
+        master_port=_master_port(env, where.world_size),
     )
 
 
@@ -282,13 +262,20 @@ def _is_initialized() -> bool:
     return dist.is_available() and dist.is_initialized()
 
 
-def is_rank_zero() -> bool:
-    """Whether this is rank 0: of the process group if there is one, else of the environment."""
+def rank_and_world() -> tuple[int, int]:
+    """This process's rank and the world size: the process group's if there is one, else the
+    environment's (:func:`blocktrain.core.jobenv.ranks`)."""
     if _is_initialized():
         import torch.distributed as dist
 
-        return dist.get_rank() == 0
-    return _ranks(os.environ)[0] == 0
+        return dist.get_rank(), dist.get_world_size()
+    where = ranks(os.environ)
+    return where.rank, where.world_size
+
+
+def is_rank_zero() -> bool:
+    """Whether this is rank 0, by :func:`rank_and_world`."""
+    return rank_and_world()[0] == 0
 
 
 def barrier() -> None:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import json
-import os
 import signal
 import threading
 import time
@@ -27,7 +26,8 @@ from pathlib import Path
 from types import FrameType
 from typing import Literal, NoReturn
 
-from blocktrain.atomic import write_text_atomic
+from blocktrain import distributed
+from blocktrain.core.files import write_text_atomic
 from blocktrain.errors import BlocktrainError, RequeueRequested, StopRequested, Terminated
 
 Cause = Literal["timeout", "preemption", "stop"]
@@ -119,7 +119,7 @@ class RestartProtocol:
         spent = read_counts(self.config.run_dir)
         if not budget_allows(self.config.budgets, "preemption", spent):
             raise Terminated("received SIGTERM; the preemption restart budget is spent")
-        if _is_rank_zero():
+        if distributed.is_rank_zero():
             request_requeue(self.config, "preemption", spent)
         raise RequeueRequested("preemption")
 
@@ -130,8 +130,6 @@ class RestartProtocol:
 
 def should_stop() -> bool:
     """True on every rank once any rank was signalled; call it at each step boundary."""
-    from blocktrain import distributed
-
     return distributed.all_agree(signalled())
 
 
@@ -162,7 +160,7 @@ def stop_now() -> NoReturn:
             f"{cause} restart budget spent ({spent.get(cause, 0)} of {config.budgets.get(cause)}); "
             "raise restarts in the profile and relaunch with slurm-launch --run-id"
         )
-    if _is_rank_zero():
+    if distributed.is_rank_zero():
         request_requeue(config, cause, spent)
     raise RequeueRequested(cause)
 
@@ -186,12 +184,6 @@ def read_counts(run_dir: Path) -> dict[str, int]:
 
 def _write_json(path: Path, data: object) -> None:
     write_text_atomic(path, json.dumps(data))
-
-
-def _is_rank_zero() -> bool:
-    from blocktrain.runinfo import job_context
-
-    return job_context(os.environ).is_rank_zero
 
 
 @contextlib.contextmanager

@@ -171,8 +171,8 @@ def ddp_scenario(folder: Path) -> dict[str, Any]:
     from torch import nn
     from torch.nn.parallel import DistributedDataParallel
 
-    from blocktrain.checkpoint import load, newest_good, rng_state, save
     from blocktrain.distributed import barrier, is_rank_zero, process_group
+    from blocktrain.train.checkpoint.files import load, newest_good, rng_state, save
 
     with process_group(timeout_s=PG_TIMEOUT_S) as place:
         torch.manual_seed(0)

@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 from webhook_server import PATH, WebhookServer
 
-from blocktrain import notify as notify_module
 from blocktrain import track
 from blocktrain.errors import RequeueRequested, Terminated
+from blocktrain.notify import notifier as notify_module
 from blocktrain.notify import notify, notifying
 
 pytestmark = pytest.mark.integration

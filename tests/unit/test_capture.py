@@ -6,8 +6,8 @@ import sys
 import time
 from pathlib import Path
 
-from blocktrain.capture import FdTee, captured
-from blocktrain.redact import Redactor
+from blocktrain.core.redact import Redactor
+from blocktrain.track.capture import FdTee, captured
 
 SECRET = "s3cr3t-value-42"
 
@@ -23,8 +23,8 @@ def test_python_c_level_and_child_output_are_captured_and_masked(tmp_path: Path)
     code = """
 import os, subprocess, sys
 from pathlib import Path
-from blocktrain.capture import captured
-from blocktrain.redact import Redactor
+from blocktrain.track.capture import captured
+from blocktrain.core.redact import Redactor
 redact = Redactor.from_environ(os.environ)
 with captured(Path("out.log"), Path("err.log"), redact):
     print("from python", os.environ["MY_API_TOKEN"])

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from blocktrain.checkpoint import (
+from blocktrain.errors import BlocktrainError
+from blocktrain.train.checkpoint.files import (
     CheckpointConfig,
     checkpoint_path,
     is_good,
@@ -21,7 +22,6 @@ from blocktrain.checkpoint import (
     set_rng_state,
     sidecar_path,
 )
-from blocktrain.errors import BlocktrainError
 
 
 def state(step: int) -> dict[str, object]:

@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from blocktrain.cli import log
+from blocktrain.core.paths import Layout
 from blocktrain.launch import slurmcmd
-from blocktrain.launch.records import JobEntry, Layout, RunRecord, write_record
+from blocktrain.launch.records import JobEntry, RunRecord, write_record
 from blocktrain.launch.slurmcmd import QueueEntry, SlurmError
 
 RUN = "0123456789abcdef0123456789abcdef"

@@ -8,11 +8,13 @@ from typing import Any
 
 import pytest
 
+from blocktrain.core.jobenv import JobContext
+from blocktrain.core.redact import Redactor
 from blocktrain.errors import Terminated
-from blocktrain.notify import (
+from blocktrain.notify import NotifyConfig
+from blocktrain.notify.messages import (
     BLOCK_LIMIT,
     TRUNCATED,
-    NotifyConfig,
     crashed_message,
     finished_message,
     format_duration,
@@ -22,8 +24,6 @@ from blocktrain.notify import (
     start_message,
     traceback_tail,
 )
-from blocktrain.redact import Redactor
-from blocktrain.runinfo import JobContext
 
 SECRET = "canary-5f2a9c"
 REDACT = Redactor.from_environ({"BLOCKTRAIN_CANARY_TOKEN": SECRET})

@@ -4,9 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from blocktrain.redact import Redactor, secret_names
-from blocktrain.runinfo import job_context
-from blocktrain.values import bound_arguments, env_seconds, flatten, to_jsonable
+from blocktrain.core.jobenv import job_context
+from blocktrain.core.redact import Redactor, secret_names
+from blocktrain.core.values import bound_arguments, env_seconds, flatten, to_jsonable
 
 
 def test_job_context_plain_process():

@@ -8,7 +8,7 @@ import threading
 from collections.abc import Mapping
 from pathlib import Path
 
-from blocktrain.runwriter import Op, RetryPolicy, RunWriter, coalesce, replay
+from blocktrain.track.writer import Op, RetryPolicy, RunWriter, coalesce, replay
 
 FAST = RetryPolicy(first_delay_s=0.01, max_delay_s=0.05)
 

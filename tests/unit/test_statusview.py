@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 
 from blocktrain.cli import status
+from blocktrain.core.paths import Layout
 from blocktrain.launch import statusview
-from blocktrain.launch.records import JobEntry, Layout, RunRecord, write_record
+from blocktrain.launch.records import JobEntry, RunRecord, write_record
 from blocktrain.launch.slurmcmd import QueueEntry, parse_squeue
 from blocktrain.launch.statusview import LocalStatus
 

@@ -11,8 +11,6 @@ import torch
 from torch import nn
 from trainkit import TinyNet, blobs, digest
 
-from blocktrain import checkpoint
-from blocktrain.checkpoint import CheckpointConfig
 from blocktrain.errors import BlocktrainError
 from blocktrain.train import (
     TrainConfig,
@@ -23,6 +21,8 @@ from blocktrain.train import (
     load_weights,
     predict,
 )
+from blocktrain.train.checkpoint import files as checkpoint
+from blocktrain.train.checkpoint.files import CheckpointConfig
 
 DATA = blobs(21, seed=5)
 

@@ -14,11 +14,13 @@ import torch
 from torch import nn
 from trainkit import TinyNet, blobs, digest
 
-from blocktrain import checkpoint, restart
-from blocktrain.checkpoint import CheckpointConfig
+from blocktrain import restart
 from blocktrain.errors import BlocktrainError, RequeueRequested
 from blocktrain.restart import RestartConfig
-from blocktrain.train import EarlyStopping, TrainConfig, Trainer, accuracy, checkpointing
+from blocktrain.train import EarlyStopping, TrainConfig, Trainer, accuracy
+from blocktrain.train.checkpoint import files as checkpoint
+from blocktrain.train.checkpoint import saver as checkpoint_saver
+from blocktrain.train.checkpoint.files import CheckpointConfig
 
 TRAIN = blobs(48, seed=1)
 VAL = blobs(30, seed=2)
@@ -222,7 +224,7 @@ def test_late_copies_wait_for_before_update(tmp_path: Path) -> None:
     saver = trainer.checkpointer
     assert saver is not None
     expected = {k: v.clone() for k, v in trainer.model.state_dict().items()}
-    late = frozenset(checkpointing.storage_address(p) for p in trainer.model.parameters())
+    late = frozenset(checkpoint_saver.storage_address(p) for p in trainer.model.parameters())
     saver.save(trainer.state_dict(), 1, late=late)
     saver.before_update()  # the copies are done: changes from here on are not saved
     with torch.no_grad():
@@ -336,7 +338,7 @@ class RecordingTracker:
 
 
 def test_uploads_stage_hard_links_and_keep_two_per_kind(tmp_path: Path) -> None:
-    from blocktrain.train.checkpointing import Best, Checkpointer
+    from blocktrain.train.checkpoint.saver import Best, Checkpointer
 
     folder = tmp_path / "ckpt"
     tracker = RecordingTracker()

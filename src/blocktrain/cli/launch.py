@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from blocktrain.core.values import JSON
 from blocktrain.errors import BlocktrainError
 from blocktrain.launch import sweep
 from blocktrain.launch.profile import Profile, load_profile, time_minutes
@@ -28,7 +29,6 @@ from blocktrain.launch.records import (
     update_record,
     write_record,
 )
-from blocktrain.values import JSON
 
 DESCRIPTION = """\
 Submit an entry function of this project as a Slurm job.
@@ -123,7 +123,7 @@ class Prepared:
 
 
 def launch(options: argparse.Namespace) -> int:
-    from blocktrain.mlflowbackend import project_root
+    from blocktrain.core.paths import project_root
 
     layout = Layout(project_root(Path.cwd()))
     if options.run_id:
@@ -197,11 +197,11 @@ def dry_run(prepared: Prepared, layout: Layout) -> int:
 
 
 def submit_new(options: argparse.Namespace, prepared: Prepared, layout: Layout) -> int:
-    from blocktrain.gitstate import git_state
+    from blocktrain.core.redact import Redactor
     from blocktrain.launch import mlflowruns
     from blocktrain.launch.codecopy import freeze_code
-    from blocktrain.mlflowbackend import tracking_uri
-    from blocktrain.redact import Redactor
+    from blocktrain.track.backend import tracking_uri
+    from blocktrain.track.gitstate import git_state
 
     launch_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
     launch_dir = layout.launch_dir(launch_id)
@@ -414,8 +414,8 @@ def image_tags(profile: Profile) -> dict[str, str]:
 
 
 def profile_json(profile: Profile) -> dict[str, JSON]:
+    from blocktrain.core.values import to_jsonable
     from blocktrain.launch.profile import as_dict
-    from blocktrain.values import to_jsonable
 
     value = to_jsonable(as_dict(profile))
     return value if isinstance(value, dict) else {}

@@ -16,9 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
 
+from blocktrain.core.paths import Layout
 from blocktrain.errors import BlocktrainError
 from blocktrain.launch import statusview
-from blocktrain.launch.records import Layout, RunRecord, find_runs, read_record
+from blocktrain.launch.records import RunRecord, find_runs, read_record
 
 DESCRIPTION = """\
 Print the log of a run: every attempt in order, rank 0's stdout unless told otherwise.
@@ -70,7 +71,7 @@ class Logs:
 
 def main(argv: Sequence[str] | None = None) -> int:
     options = build_parser().parse_args(argv)
-    from blocktrain.mlflowbackend import project_root  # cheap: mlflow loads only when used
+    from blocktrain.core.paths import project_root
 
     layout = Layout(project_root(Path.cwd()))
     try:

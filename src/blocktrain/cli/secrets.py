@@ -84,7 +84,7 @@ def main(argv: Sequence[str]) -> int:
 
 def run(options: argparse.Namespace, stdin: TextIO) -> str:
     """Carry out one command; returns what it prints."""
-    from blocktrain.mlflowbackend import project_root
+    from blocktrain.core.paths import project_root
     from blocktrain.secrets.keys import KeyStores
     from blocktrain.secrets.store import FILE_NAME, SecretsFile
 

@@ -14,9 +14,10 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from blocktrain.core.paths import Layout
 from blocktrain.errors import BlocktrainError
 from blocktrain.launch import slurmcmd, statusview
-from blocktrain.launch.records import Layout, RunRecord, all_records, find_runs
+from blocktrain.launch.records import RunRecord, all_records, find_runs
 from blocktrain.launch.slurmcmd import QueueEntry, SlurmError
 from blocktrain.launch.statusview import LocalStatus, Row
 
@@ -69,7 +70,7 @@ def _positive_seconds(text: str) -> float:
 
 def main(argv: Sequence[str] | None = None) -> int:
     options = build_parser().parse_args(argv)
-    from blocktrain.mlflowbackend import project_root  # cheap: mlflow loads only when used
+    from blocktrain.core.paths import project_root
 
     layout = Layout(project_root(Path.cwd()))
     try:

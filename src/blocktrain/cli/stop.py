@@ -13,8 +13,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from blocktrain.core.paths import Layout
 from blocktrain.errors import BlocktrainError
-from blocktrain.launch.records import Layout, RunRecord, find_runs
+from blocktrain.launch.records import RunRecord, find_runs
 
 
 def _parser(prog: str, description: str) -> argparse.ArgumentParser:
@@ -92,7 +93,7 @@ def _mark_killed(layout: Layout, record: RunRecord) -> None:
 
 
 def _main(prog: str, description: str, action: str, argv: Sequence[str] | None) -> int:
-    from blocktrain.mlflowbackend import project_root
+    from blocktrain.core.paths import project_root
 
     options = _parser(prog, description).parse_args(argv)
     try:

@@ -35,7 +35,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal, cast
 
-from blocktrain.atomic import write_text_atomic
+from blocktrain.core.files import write_text_atomic
 from blocktrain.data.integrity import file_md5
 from blocktrain.data.memory import format_size
 from blocktrain.data.names import (

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from blocktrain.atomic import write_bytes_atomic
+from blocktrain.core.files import write_bytes_atomic
 from blocktrain.data.integrity import CHUNK
 from blocktrain.data.names import is_hidden, is_s3, normalize_source, parse_s3
 from blocktrain.errors import BlocktrainError

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from blocktrain.atomic import locked
+from blocktrain.core.files import locked
 from blocktrain.data.datasets import ImageDataset, Target, Transform
 from blocktrain.errors import BlocktrainError
 

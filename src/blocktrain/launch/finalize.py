@@ -15,7 +15,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from blocktrain.launch.records import Layout, RunRecord, read_record
+from blocktrain.core.paths import Layout
+from blocktrain.launch.records import RunRecord, read_record
 
 WATCHER_NAME = "blocktrain-finalize"
 _OPEN = ("RUNNING", "SCHEDULED")
@@ -83,8 +84,8 @@ def _slurm_state(record: RunRecord) -> str:
 
 
 def _notify(record: RunRecord, state: str, status: str) -> None:
+    from blocktrain.core.redact import Redactor
     from blocktrain.notify import NotifyConfig, post
-    from blocktrain.redact import Redactor
 
     config = NotifyConfig.from_environ(os.environ)
     job = record.latest_job.job_id if record.latest_job else "?"

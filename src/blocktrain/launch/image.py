@@ -7,7 +7,7 @@ import hashlib
 import json
 from pathlib import Path
 
-from blocktrain.atomic import write_text_atomic
+from blocktrain.core.files import write_text_atomic
 from blocktrain.errors import BlocktrainError
 
 _CHUNK = 1 << 20

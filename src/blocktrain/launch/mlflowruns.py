@@ -10,11 +10,11 @@ import contextlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from blocktrain.gitstate import GitState, git_tags
-from blocktrain.mlflowbackend import EMBEDDED_ARTIFACTS, MlflowBackend
-from blocktrain.redact import Redactor
+from blocktrain.core.redact import Redactor
+from blocktrain.core.values import JSON, flatten
 from blocktrain.track import ATTEMPT_TAG, param_strings
-from blocktrain.values import JSON, flatten
+from blocktrain.track.backend import EMBEDDED_ARTIFACTS, MlflowBackend
+from blocktrain.track.gitstate import GitState, git_tags
 
 
 def backend(uri: str, root: Path) -> MlflowBackend:

@@ -15,8 +15,8 @@ from typing import Literal, cast
 
 import yaml
 
-from blocktrain.argfiles import ArgSet, load_arg_file
-from blocktrain.argtypes import Mismatch, coerce
+from blocktrain.entry.argfiles import ArgSet, load_arg_file
+from blocktrain.entry.argtypes import Mismatch, coerce
 from blocktrain.errors import BlocktrainError
 
 Unlimited = Literal["unlimited"]

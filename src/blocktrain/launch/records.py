@@ -12,11 +12,10 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from blocktrain.atomic import locked, write_text_atomic
+from blocktrain.core.files import locked, write_text_atomic
+from blocktrain.core.paths import Layout
+from blocktrain.core.values import JSON
 from blocktrain.errors import BlocktrainError
-from blocktrain.values import JSON
-
-STATE_DIR = ".blocktrain"
 
 
 @dataclass(kw_only=True, slots=True)
@@ -57,36 +56,6 @@ class RunRecord:
         raw = json.loads(text)
         raw["jobs"] = [JobEntry(**job) for job in raw.get("jobs", [])]
         return RunRecord(**raw)
-
-
-@dataclass(frozen=True, slots=True)
-class Layout:
-    """Where a project keeps launch state; every path is derived from the project root."""
-
-    root: Path
-
-    @property
-    def state(self) -> Path:
-        return self.root / STATE_DIR
-
-    def run_dir(self, run_id: str) -> Path:
-        return self.state / "runs" / run_id
-
-    def record_path(self, run_id: str) -> Path:
-        return self.run_dir(run_id) / "run.json"
-
-    def checkpoints(self, run_id: str) -> Path:
-        return self.run_dir(run_id) / "checkpoints"
-
-    def launch_dir(self, launch_id: str) -> Path:
-        return self.state / "launches" / launch_id
-
-    @property
-    def logs(self) -> Path:
-        return self.state / "logs"
-
-    def run_logs(self, run_id: str) -> Path:
-        return self.logs / run_id
 
 
 def write_record(layout: Layout, record: RunRecord) -> None:

@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from blocktrain.values import JSON
+from blocktrain.core.values import JSON
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -20,7 +20,7 @@ from typing import cast
 
 import yaml
 
-from blocktrain.argfiles import merge_into
+from blocktrain.entry.argfiles import merge_into
 from blocktrain.errors import ArgsError
 
 _SWEEP_KEYS = ("base", "runs", "grid")

@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from blocktrain.argfiles import ArgSet
-from blocktrain.atomic import write_text_atomic
+from blocktrain.core.files import write_text_atomic
 from blocktrain.entry import validate
+from blocktrain.entry.argfiles import ArgSet
 from blocktrain.errors import BlocktrainError, RequeueRequested, StopRequested
 from blocktrain.launch.codecopy import import_paths
 from blocktrain.launch.spec import JobSpec
@@ -52,7 +52,7 @@ class Worker:
 
     def __call__(self) -> None:
         from blocktrain import distributed, restart
-        from blocktrain.runinfo import job_context
+        from blocktrain.core.jobenv import job_context
 
         os.environ.update(self.spec.environment())
         for path in reversed(import_paths(Path(self.spec.code_dir))):

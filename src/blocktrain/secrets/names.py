@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from blocktrain.secrets.errors import SecretsError
 
 LISTED = "BLOCKTRAIN_SECRET_NAMES"
-"""Where the exported names are listed, so that ``blocktrain.redact`` masks their values."""
+"""Where the exported names are listed, so that ``blocktrain.core.redact`` masks their values."""
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 

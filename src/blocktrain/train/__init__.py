@@ -1,10 +1,10 @@
 """The training engine: plain PyTorch building blocks for train, evaluate and predict.
 
 - :mod:`~blocktrain.train.config`: the settings (``TrainConfig``, ``EarlyStopping``,
-  ``ExportConfig``; ``CheckpointConfig`` lives in :mod:`blocktrain.checkpoint`);
+  ``ExportConfig``; ``CheckpointConfig`` lives in :mod:`blocktrain.train.checkpoint`);
 - :mod:`~blocktrain.train.loop`: ``Trainer`` (fit, evaluate) and ``evaluate_model``;
 - :mod:`~blocktrain.train.inference`: ``evaluate`` and ``predict`` from a run's checkpoint;
-- :mod:`~blocktrain.train.metrics`, :mod:`~blocktrain.train.checkpointing`,
+- :mod:`~blocktrain.train.metrics`, :mod:`~blocktrain.train.checkpoint`,
   :mod:`~blocktrain.train.export`, :mod:`~blocktrain.train.plots`,
   :mod:`~blocktrain.train.progress`, :mod:`~blocktrain.train.data`: the pieces they use.
 
@@ -18,11 +18,11 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from blocktrain.checkpoint import CheckpointConfig
+from blocktrain.train.checkpoint import CheckpointConfig
 from blocktrain.train.config import EarlyStopping, ExportConfig, TrainConfig, TrainConfigError
 
 if TYPE_CHECKING:
-    from blocktrain.train.checkpointing import default_folder
+    from blocktrain.train.checkpoint.saver import default_folder
     from blocktrain.train.inference import evaluate, find_checkpoint, load_weights, predict
     from blocktrain.train.loop import Trainer, evaluate_model, seed_everything
     from blocktrain.train.metrics import accuracy
@@ -32,7 +32,7 @@ _LAZY = {
     "evaluate_model": "loop",
     "seed_everything": "loop",
     "accuracy": "metrics",
-    "default_folder": "checkpointing",
+    "default_folder": "checkpoint.saver",
     "evaluate": "inference",
     "predict": "inference",
     "find_checkpoint": "inference",

@@ -20,17 +20,19 @@ from typing import TYPE_CHECKING, Any, Literal, cast
 import torch
 import torch.distributed as dist
 
-from blocktrain import checkpoint, track
+from blocktrain import track
+from blocktrain.distributed import rank_and_world
 from blocktrain.errors import BlocktrainError
 from blocktrain.train import data as datasets
-from blocktrain.train.loop import autocast, default_device, evaluate_model, rank_and_world
+from blocktrain.train.checkpoint import files as checkpoint
+from blocktrain.train.loop import autocast, default_device, evaluate_model
 
 if TYPE_CHECKING:
     from torch import nn
 
+    from blocktrain.core.values import JSON
     from blocktrain.train.data import Data
     from blocktrain.train.metrics import MetricFn
-    from blocktrain.values import JSON
 
     RowFn = Callable[[torch.Tensor], list[dict[str, JSON]]]
 
@@ -38,8 +40,7 @@ Which = Literal["best", "last"]
 
 
 def _run_folder(run_id: str) -> Path:
-    from blocktrain.launch.records import Layout
-    from blocktrain.mlflowbackend import project_root
+    from blocktrain.core.paths import Layout, project_root
 
     return Layout(project_root(Path.cwd())).checkpoints(run_id)
 
@@ -56,7 +57,8 @@ def _download(run_id: str, which: Which, into: Path) -> Path | None:
     """The run's uploaded checkpoint, downloaded under ``into`` and verified; None if absent."""
     from mlflow import MlflowClient
 
-    from blocktrain.mlflowbackend import project_root, tracking_uri
+    from blocktrain.core.paths import project_root
+    from blocktrain.track.backend import tracking_uri
 
     client = MlflowClient(tracking_uri=tracking_uri(os.environ, project_root(Path.cwd())))
     for kind in (which, "last") if which == "best" else (which,):
@@ -240,7 +242,7 @@ def _gather_rows(rows: list[dict[str, JSON]], world: int) -> list[dict[str, JSON
 
 
 def _write_rows(rows: Sequence[Mapping[str, JSON]], output: Path) -> None:
-    from blocktrain.atomic import write_text_atomic
+    from blocktrain.core.files import write_text_atomic
 
     if output.suffix.lower() == ".json":
         write_text_atomic(output, json.dumps(list(rows), indent=1) + "\n")

@@ -28,19 +28,19 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.optim.lr_scheduler import LRScheduler, ReduceLROnPlateau
 
-from blocktrain import checkpoint as checkpoint_files
 from blocktrain import distributed, restart, track
-from blocktrain.checkpoint import CheckpointConfig
+from blocktrain.core.values import JSON, to_jsonable
 from blocktrain.errors import BlocktrainError
 from blocktrain.train import data as datasets
-from blocktrain.train.checkpointing import Best, Checkpointer, resume_state, storage_address
+from blocktrain.train.checkpoint import files as checkpoint_files
+from blocktrain.train.checkpoint.files import CheckpointConfig
+from blocktrain.train.checkpoint.saver import Best, Checkpointer, resume_state, storage_address
 from blocktrain.train.config import ExportConfig, TrainConfig
 from blocktrain.train.exchange import Exchange, Point
 from blocktrain.train.logbook import Logbook
 from blocktrain.train.metrics import Confusion, MetricFn, Totals, is_classification
 from blocktrain.train.progress import Display, format_values
 from blocktrain.train.state import Progress
-from blocktrain.values import JSON, to_jsonable
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -71,12 +71,6 @@ def default_device() -> torch.device:
     if torch.cuda.is_available():
         return torch.device("cuda", torch.cuda.current_device())
     return torch.device("cpu")
-
-
-def rank_and_world() -> tuple[int, int]:
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
 
 
 def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager[Any]:
@@ -157,7 +151,7 @@ class Trainer:
         device: torch.device | None = None,
     ) -> None:
         self.config = config or TrainConfig()
-        self.rank, self.world = rank_and_world()
+        self.rank, self.world = distributed.rank_and_world()
         self.device = device or default_device()
         if self.config.precision == "fp16" and self.device.type != "cuda":
             raise BlocktrainError("precision fp16 needs a GPU; use bf16 or fp32 on the CPU")

@@ -100,7 +100,7 @@ def check_checkpoints(s3_server: S3Server, bucket: str, prefix: str, folder: Pat
             (folder / f"{kind}.pt{suffix}").write_bytes(body)
         subprocess.run(["sha256sum", "--check", "--quiet", f"{kind}.pt.sha256"], cwd=folder,
                        check=True)  # fmt: skip
-    from blocktrain import checkpoint
+    from blocktrain.train.checkpoint import files as checkpoint
 
     assert checkpoint.load(folder / "last.pt")["progress"]["step"] == 16
     assert checkpoint.load(folder / "best.pt")["args"]["width"] == 16

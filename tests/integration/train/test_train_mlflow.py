@@ -101,7 +101,7 @@ def test_training_lands_in_the_run(project: dict[str, Any]) -> None:
 def test_uploaded_checkpoints_match_their_checksums(
     project: dict[str, Any], tmp_path: Path
 ) -> None:
-    from blocktrain import checkpoint
+    from blocktrain.train.checkpoint import files as checkpoint
 
     for kind in ("last", "best"):
         local = Path(

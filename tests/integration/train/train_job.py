@@ -52,10 +52,10 @@ def main(folder: Path, options: dict[str, Any]) -> dict[str, Any]:
     from torch import nn
 
     from blocktrain import distributed, restart
-    from blocktrain.checkpoint import CheckpointConfig
     from blocktrain.errors import RequeueRequested
     from blocktrain.restart import RestartConfig
     from blocktrain.train import TrainConfig, Trainer, accuracy
+    from blocktrain.train.checkpoint.files import CheckpointConfig
 
     torch.set_num_threads(1)  # two ranks share two busy cores
     stop_at = options.get("stop_at")

@@ -31,7 +31,7 @@ from {{ cookiecutter.package_name }}.model import Model, Optim, build, optimizer
 
 if TYPE_CHECKING:
     import torch
-    from blocktrain.values import JSON
+    from blocktrain.core.values import JSON
     from torch import nn
     from torch.utils.data import Dataset
 
@@ -213,7 +213,7 @@ class Trained:
 
 def restore(checkpoint_path: Path) -> Trained:
     """Rebuild the network a checkpoint was trained with, from what :func:`recorded` kept."""
-    from blocktrain import checkpoint
+    from blocktrain.train.checkpoint import files as checkpoint
 
     kept = cast("dict[str, object]", checkpoint.load(checkpoint_path)["args"])
     classes = tuple(cast("list[str]", kept["classes"]))

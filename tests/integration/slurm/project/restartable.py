@@ -13,7 +13,8 @@ import time
 from pathlib import Path
 
 import blocktrain
-from blocktrain import checkpoint, restart
+from blocktrain import restart
+from blocktrain.train.checkpoint import files as checkpoint
 
 
 @blocktrain.entrypoint

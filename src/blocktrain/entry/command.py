@@ -27,11 +27,11 @@ from typing import Any
 
 import yaml
 
-from blocktrain.argfiles import ArgSet, load_arg_files, merge_into
-from blocktrain.argtypes import Mismatch, coerce, describe
+from blocktrain.core.redact import Redactor
+from blocktrain.core.values import JSON, to_jsonable
+from blocktrain.entry.argfiles import ArgSet, load_arg_files, merge_into
+from blocktrain.entry.argtypes import Mismatch, coerce, describe
 from blocktrain.errors import ArgsError, BlocktrainError
-from blocktrain.redact import Redactor
-from blocktrain.values import JSON, to_jsonable
 
 EntryFunction = Callable[..., Any]
 

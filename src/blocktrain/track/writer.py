@@ -35,7 +35,7 @@ _PERMANENT_CODES = frozenset(
 
 
 class Backend(Protocol):
-    """The few MLflow operations the writer needs (see :mod:`blocktrain.mlflowbackend`)."""
+    """The few MLflow operations the writer needs (see :mod:`blocktrain.track.backend`)."""
 
     def create_run(self, experiment: str, run_name: str | None, tags: Mapping[str, str]) -> str: ...
     def log_batch(

@@ -4,7 +4,7 @@
 or a ``run_id`` argument; logs the resolved arguments as params (immutable: a conflicting value
 is an error, never an overwrite), code and machine facts as tags, captures stdout/stderr per
 attempt and rank, and ends the run FINISHED, FAILED or KILLED. Only global rank 0 writes to
-MLflow, from a background thread that buffers through outages (see :mod:`blocktrain.runwriter`).
+MLflow, from a background thread that buffers through outages (see :mod:`blocktrain.track.writer`).
 """
 
 from __future__ import annotations
@@ -28,21 +28,21 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, ParamSpec, TypeVar, overload
 
-from blocktrain.atomic import write_text_atomic
+from blocktrain.core.files import write_text_atomic
+from blocktrain.core.jobenv import JobContext, job_context
+from blocktrain.core.paths import project_root
+from blocktrain.core.redact import Redactor
+from blocktrain.core.values import JSON, bound_arguments, env_seconds, flatten
 from blocktrain.errors import RequeueRequested, StopRequested, Terminated, TrackingError
-from blocktrain.gitstate import git_state, git_tags
-from blocktrain.mlflowbackend import (
+from blocktrain.track.backend import (
     EMBEDDED_ARTIFACTS,
     MlflowBackend,
-    project_root,
     run_url,
     tracking_uri,
 )
-from blocktrain.redact import Redactor
-from blocktrain.runinfo import JobContext, job_context
-from blocktrain.runwriter import Op, RunWriter, replay
-from blocktrain.sysinfo import system_tags
-from blocktrain.values import JSON, bound_arguments, env_seconds, flatten
+from blocktrain.track.gitstate import git_state, git_tags
+from blocktrain.track.sysinfo import system_tags
+from blocktrain.track.writer import Op, RunWriter, replay
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -418,7 +418,7 @@ def _attempt_tags(tracker: Tracker) -> dict[str, str]:
 
 @contextlib.contextmanager
 def _captured_logs(tracker: Tracker, redact: Redactor) -> Generator[None]:
-    from blocktrain.capture import captured
+    from blocktrain.track.capture import captured
 
     rank = tracker.context.rank
     folder = tracker.attempt_dir
@@ -534,7 +534,7 @@ def terminate_on_sigterm() -> Generator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def _main(argv: list[str]) -> int:
+def replay_main(argv: list[str]) -> int:
     """``python -m blocktrain.track replay [FILE ...]``: send records kept during an outage."""
     if not argv or argv[0] != "replay":
         print("usage: python -m blocktrain.track replay [SPILL.jsonl ...]")  # noqa: T201
@@ -546,7 +546,3 @@ def _main(argv: list[str]) -> int:
     for file in files:
         print(f"{file}: sent {replay(backend, file)} records")  # noqa: T201
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(_main(sys.argv[1:]))

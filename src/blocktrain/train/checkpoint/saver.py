@@ -2,7 +2,7 @@
 
 An asynchronous save costs the training thread one copy of the state into CPU memory
 (reused buffers, pinned for GPU tensors); a background thread then writes the file
-atomically with its checksum (:func:`blocktrain.checkpoint.save`), records the best one,
+atomically with its checksum (:func:`blocktrain.train.checkpoint.files.save`), records the best one,
 deletes all but the last K and the best, and queues the last and the best for upload to the
 MLflow run. CPU tensors that only the next optimizer step changes (the parameters and the
 optimizer's state: ``late``) are copied by the background thread too, while the next forward
@@ -27,10 +27,11 @@ from typing import TYPE_CHECKING, Any, cast
 import torch
 import torch.distributed as dist
 
-from blocktrain import checkpoint, track
-from blocktrain.atomic import write_text_atomic
-from blocktrain.checkpoint import CheckpointConfig
+from blocktrain import track
+from blocktrain.core.files import write_text_atomic
 from blocktrain.errors import BlocktrainError
+from blocktrain.train.checkpoint import files as checkpoint
+from blocktrain.train.checkpoint.files import CheckpointConfig
 
 if TYPE_CHECKING:
     from blocktrain.track import Tracker
@@ -53,7 +54,7 @@ def default_folder(env: Mapping[str, str] | None = None) -> Path:
     folder = Path("checkpoints")
     tracker = track.current()
     if tracker is not None and tracker.run_id is not None:
-        from blocktrain.launch.records import Layout
+        from blocktrain.core.paths import Layout
 
         folder = Layout(tracker.config.root).checkpoints(tracker.run_id)
     if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:

@@ -1,0 +1,161 @@
+"""Where a project keeps its state: the project root and every path under ``.blocktrain/``.
+
+The one owner of these names: launchers, jobs, trackers and the CLIs derive every folder and
+marker file from a :class:`Layout`, so that a file written by one is found by the others.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+STATE_DIR = ".blocktrain"
+
+
+def project_root(start: Path) -> Path:
+    """The nearest folder holding pyproject.toml or .git, else ``start`` itself."""
+    start = start.resolve()
+    for folder in (start, *start.parents):
+        if (folder / "pyproject.toml").exists() or (folder / ".git").exists():
+            return folder
+    return start
+
+
+@dataclass(frozen=True, slots=True)
+class RunFiles:
+    """One run's folder (``.blocktrain/runs/<run id>``, ``BLOCKTRAIN_RUN_DIR`` in a job)."""
+
+    folder: Path
+
+    @property
+    def record(self) -> Path:
+        return self.folder / "run.json"
+
+    @property
+    def lock(self) -> Path:
+        """Held while the record is read, changed and written back."""
+        return self.folder / ".lock"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.folder / "checkpoints"
+
+    @property
+    def downloaded(self) -> Path:
+        """Checkpoints fetched from the run's MLflow artifacts when none is local."""
+        return self.folder / "downloaded"
+
+    @property
+    def stop_marker(self) -> Path:
+        """Left by slurm-stop: the next restart signal checkpoints and ends, not requeues."""
+        return self.folder / "stop"
+
+    @property
+    def finished_marker(self) -> Path:
+        """Left when the entry function returned, so that a stray requeue does not run it again."""
+        return self.folder / "finished"
+
+    @property
+    def restart_counts(self) -> Path:
+        """Restarts spent so far, by cause (JSON)."""
+        return self.folder / "restarts.json"
+
+    @property
+    def rendezvous(self) -> Path:
+        """Where the tasks of one attempt agree on a port."""
+        return self.folder / "rendezvous"
+
+
+@dataclass(frozen=True, slots=True)
+class LaunchFiles:
+    """One launch's folder (``.blocktrain/launches/<launch id>``): what its jobs run from."""
+
+    folder: Path
+
+    @property
+    def code(self) -> Path:
+        """The frozen copy of the project's code that every attempt imports."""
+        return self.folder / "code"
+
+    @property
+    def submitit(self) -> Path:
+        """submitit's pickles and Slurm's per-task output files."""
+        return self.folder / "submitit"
+
+    @property
+    def requeue(self) -> Path:
+        """Requeue markers, one per job, that the batch script acts on after the step ends."""
+        return self.folder / "requeue"
+
+
+@dataclass(frozen=True, slots=True)
+class LogFiles:
+    """One run's logs (``.blocktrain/logs/<run key>``): an ``attempt-N`` folder per attempt."""
+
+    folder: Path
+
+    def attempt(self, number: int) -> Path:
+        return self.folder / f"attempt-{number}"
+
+    def attempt_record(self, number: int) -> Path:
+        """When and where an attempt ran (JSON)."""
+        return self.attempt(number) / "attempt.json"
+
+    @property
+    def status(self) -> Path:
+        """The run's last known state (JSON), what slurm-status shows without asking MLflow."""
+        return self.folder / "status.json"
+
+    def attempt_numbers(self) -> list[int]:
+        numbers = (name.removeprefix("attempt-") for name in _names(self.folder, "attempt-*"))
+        return sorted(int(n) for n in numbers if n.isdigit())
+
+
+def unsent_dir(log_root: Path) -> Path:
+    """MLflow records kept on disk while the tracking server was unreachable."""
+    return log_root / "unsent"
+
+
+def _names(folder: Path, pattern: str) -> list[str]:
+    return [path.name for path in folder.glob(pattern)]
+
+
+@dataclass(frozen=True, slots=True)
+class Layout:
+    """Where a project keeps launch state; every path is derived from the project root."""
+
+    root: Path
+
+    @property
+    def state(self) -> Path:
+        return self.root / STATE_DIR
+
+    @property
+    def runs(self) -> Path:
+        return self.state / "runs"
+
+    def run_dir(self, run_id: str) -> Path:
+        return self.runs / run_id
+
+    def run(self, run_id: str) -> RunFiles:
+        return RunFiles(self.run_dir(run_id))
+
+    def record_path(self, run_id: str) -> Path:
+        return self.run(run_id).record
+
+    def checkpoints(self, run_id: str) -> Path:
+        return self.run(run_id).checkpoints
+
+    def launch_dir(self, launch_id: str) -> Path:
+        return self.state / "launches" / launch_id
+
+    def launch(self, launch_id: str) -> LaunchFiles:
+        return LaunchFiles(self.launch_dir(launch_id))
+
+    @property
+    def logs(self) -> Path:
+        """The tracker's log root (``BLOCKTRAIN_LOG_DIR`` in a job)."""
+        return self.state / "logs"
+
+    def run_logs(self, run_id: str) -> Path:
+        return self.logs / run_id

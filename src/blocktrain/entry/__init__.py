@@ -1,0 +1,12 @@
+"""Entry functions as command lines: ``main(train, evaluate, predict)`` and ``--args`` YAML.
+
+- :mod:`~blocktrain.entry.command`: the defopt CLI, :func:`main`, :func:`resolve`, :func:`validate`;
+- :mod:`~blocktrain.entry.argfiles`: loading and merging ``--args`` files with line numbers;
+- :mod:`~blocktrain.entry.argtypes`: checking a value against a parameter's annotation.
+
+Must not: import torch or mlflow (launchers resolve arguments with it), or talk to Slurm.
+"""
+
+from blocktrain.entry.command import main, resolve, split_args_flag, validate
+
+__all__ = ["main", "resolve", "split_args_flag", "validate"]

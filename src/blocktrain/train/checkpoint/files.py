@@ -1,0 +1,312 @@
+"""Atomic checkpoints that a crashed or requeued job can trust, and when to write them.
+
+A checkpoint is ``folder/step-000000042.pt`` beside ``step-000000042.pt.sha256`` (in
+``sha256sum`` format, so ``sha256sum -c`` checks it by hand). Both are written to a temporary
+file in the same folder, synced and renamed into place, the checksum first; a checkpoint is
+good only when its checksum file exists and matches. A crash at any moment therefore leaves
+either a good checkpoint or something :func:`newest_good` skips. ``folder/best.json`` names
+the checkpoint with the best monitored metric (:func:`mark_best`, :func:`best`).
+
+torch (and numpy) are imported when a function needs them, not with the module.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import re
+import secrets
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any, cast
+
+from blocktrain.errors import BlocktrainError
+
+if TYPE_CHECKING:
+    import numpy as np
+    from numpy.typing import NDArray
+
+    _NumpyState = tuple[str, NDArray[np.uint32], int, int, float]
+
+_NAME = re.compile(r"step-(\d{9,})\.pt")
+_NAME_OR_SIDECAR = re.compile(r"step-(\d{9,})\.pt(?:\.sha256)?")
+_LEFTOVER = re.compile(r"\.(?:step-\d{9,}\.pt(?:\.sha256)?|best\.json)\.[0-9a-f]{8}\.tmp")
+BEST_FILE = "best.json"
+
+
+def checkpoint_path(folder: Path, step: int) -> Path:
+    """Where :func:`save` puts the checkpoint of ``step``."""
+    return folder / f"step-{step:09d}.pt"
+
+
+def sidecar_path(checkpoint: Path) -> Path:
+    """The checksum file that vouches for ``checkpoint``."""
+    return checkpoint.with_name(checkpoint.name + ".sha256")
+
+
+def _sha256(path: Path) -> str:
+    with path.open("rb") as file:
+        return hashlib.file_digest(file, "sha256").hexdigest()
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_synced(final: Path, write: Callable[[IO[bytes]], object]) -> Path:
+    """Write a hidden temporary file beside ``final``, synced to disk; return its path."""
+    tmp = final.with_name(f".{final.name}.{secrets.token_hex(4)}.tmp")
+    try:
+        with tmp.open("xb") as file:  # created with the umask's permissions, unlike mkstemp
+            write(file)
+            file.flush()
+            os.fsync(file.fileno())
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return tmp
+
+
+def save(state: Mapping[str, Any], folder: Path, step: int) -> Path:
+    """Write ``state`` as the checkpoint of ``step`` atomically; return its path.
+
+    Call it from one rank (rank 0): the others wait at a barrier and then find the file with
+    :func:`newest_good`.
+    """
+    import torch
+
+    folder.mkdir(parents=True, exist_ok=True)
+    final = checkpoint_path(folder, step)
+    tmp = _write_synced(final, lambda file: torch.save(dict(state), file))
+    try:
+        line = f"{_sha256(tmp)}  {final.name}\n".encode()
+        sidecar = sidecar_path(final)
+        _write_synced(sidecar, lambda file: file.write(line)).replace(sidecar)
+        # The checksum must be on disk before the checkpoint it vouches for appears.
+        _fsync_dir(folder)
+        tmp.replace(final)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(folder)
+    return final
+
+
+def _problem(path: Path) -> str | None:
+    """Why ``path`` is not a good checkpoint, or None when it is."""
+    sidecar = sidecar_path(path)
+    try:
+        if not path.is_file():
+            return "does not exist"
+        if not sidecar.is_file():
+            return f"has no checksum file {sidecar.name} (it was never completely saved)"
+        fields = sidecar.read_bytes().split()
+        if not fields or fields[0].decode("ascii", "replace") != _sha256(path):
+            return f"does not match the checksum in {sidecar.name} (truncated or corrupt)"
+    except OSError as exc:
+        return f"cannot be read ({exc})"
+    return None
+
+
+def is_good(path: Path) -> bool:
+    """Whether ``path`` exists and matches its checksum file; never raises."""
+    return _problem(path) is None
+
+
+def _names(folder: Path) -> list[str]:
+    try:
+        return [entry.name for entry in folder.iterdir()]
+    except OSError:
+        return []
+
+
+def _checkpoints(folder: Path) -> list[tuple[int, Path]]:
+    """(step, path) of the files named like checkpoints, oldest first; [] for no folder."""
+    matches = (_NAME.fullmatch(name) for name in _names(folder))
+    return sorted((int(m.group(1)), folder / m.group(0)) for m in matches if m)
+
+
+def newest_good(folder: Path) -> Path | None:
+    """The checkpoint with the highest step that is good, or None (also for no folder).
+
+    Truncated or corrupt files, files without a checksum and leftover temporary files are
+    skipped; unreadable entries are treated as bad, never raised.
+    """
+    for _, path in reversed(_checkpoints(folder)):
+        if is_good(path):
+            return path
+    return None
+
+
+def load(path: Path, map_location: str = "cpu", *, weights_only: bool = True) -> dict[str, Any]:
+    """Read a checkpoint after checking it against its checksum.
+
+    ``weights_only`` is torch's safe unpickler (tensors, containers, numbers, strings); pass
+    False only for checkpoints you trust that hold other objects. Raises
+    :class:`~blocktrain.errors.BlocktrainError` naming the file when it is not good.
+    """
+    problem = _problem(path)
+    if problem is not None:
+        raise BlocktrainError(
+            f"checkpoint {path} {problem}; resume from checkpoint.newest_good(folder) instead"
+        )
+    import torch
+
+    state = torch.load(path, map_location=map_location, weights_only=weights_only)
+    if not isinstance(state, dict):
+        raise BlocktrainError(f"checkpoint {path} holds a {type(state).__name__}, not a dict")
+    return cast(dict[str, Any], state)
+
+
+def prune(folder: Path, keep_last: int, keep: Iterable[Path] = ()) -> list[Path]:
+    """Delete checkpoints (and checksum files) older than the last ``keep_last`` complete ones.
+
+    Complete means having a checksum file (not re-hashed here: :func:`save` has just written
+    the newest); anything newer than the oldest of those stays, and so does every path in
+    ``keep`` (such as the best checkpoint). Returns the deleted paths.
+    """
+    if keep_last < 0:
+        raise ValueError(f"keep_last must be 0 or more, got {keep_last}")
+    complete = [step for step, path in _checkpoints(folder) if sidecar_path(path).is_file()]
+    if keep_last == 0:
+        cutoff = None
+    elif len(complete) >= keep_last:
+        cutoff = complete[-keep_last]
+    else:
+        return []
+    kept = {path.resolve() for path in keep}
+    removed: list[Path] = []
+    for name in sorted(_names(folder)):  # a checkpoint sorts before its checksum file
+        match = _NAME_OR_SIDECAR.fullmatch(name)
+        if match is None or (cutoff is not None and int(match.group(1)) >= cutoff):
+            continue
+        if (folder / f"step-{match.group(1)}.pt").resolve() not in kept:
+            (folder / name).unlink(missing_ok=True)
+            removed.append(folder / name)
+    return removed
+
+
+def mark_best(checkpoint: Path, monitor: str, value: float) -> None:
+    """Record ``checkpoint`` (already saved) as the best one of its folder, atomically."""
+    folder = checkpoint.parent
+    record = {"file": checkpoint.name, "monitor": monitor, "value": value}
+    line = (json.dumps(record) + "\n").encode()
+    _write_synced(folder / BEST_FILE, lambda file: file.write(line)).replace(folder / BEST_FILE)
+    _fsync_dir(folder)
+
+
+def best(folder: Path) -> Path | None:
+    """The checkpoint :func:`mark_best` recorded, if it is still good; None otherwise."""
+    try:
+        record = json.loads((folder / BEST_FILE).read_text())
+        path = folder / str(record["file"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return path if _NAME.fullmatch(path.name) and is_good(path) else None
+
+
+def remove_leftovers(folder: Path) -> list[Path]:
+    """Delete the temporary files of saves that a crash interrupted; returns them.
+
+    Call it only while nothing saves into ``folder`` (at the start of a job, on rank 0).
+    """
+    removed: list[Path] = []
+    for name in _names(folder):
+        if _LEFTOVER.fullmatch(name):
+            (folder / name).unlink(missing_ok=True)
+            removed.append(folder / name)
+    return removed
+
+
+def rng_state() -> dict[str, Any]:
+    """The state of Python's, numpy's (when installed), torch's and CUDA's (when available)
+    random generators, in types that :func:`load` reads with ``weights_only``.
+
+    Each rank has its own generators: save every rank's state, or reseed per rank on resume.
+    """
+    import torch
+
+    state: dict[str, Any] = {"python": random.getstate(), "torch": torch.get_rng_state()}
+    try:
+        import numpy as np
+    except ImportError:
+        pass
+    else:
+        legacy = cast("_NumpyState", np.random.get_state(legacy=True))
+        name, keys, pos, has_gauss, gauss = legacy
+        state["numpy"] = (name, keys.tolist(), pos, has_gauss, gauss)
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: Mapping[str, Any]) -> None:
+    """Restore what :func:`rng_state` captured (numpy and CUDA parts only where present here)."""
+    import torch
+
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    torch.set_rng_state(state["torch"].cpu())
+    if "numpy" in state:
+        try:
+            import numpy as np
+        except ImportError:
+            pass
+        else:
+            name, keys, pos, has_gauss, gauss = state["numpy"]
+            np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, gauss))
+    if "cuda" in state and torch.cuda.is_available():
+        for device, cuda_state in enumerate(state["cuda"][: torch.cuda.device_count()]):
+            torch.cuda.set_rng_state(cuda_state.cpu(), device)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class CheckpointConfig:
+    """Where checkpoints go, how often they are written and how many stay.
+
+    A checkpoint is due when either interval has passed since the last one; times are in
+    seconds from one clock (``time.monotonic()``: start it afresh after a restart).
+    """
+
+    folder: Path
+    every_steps: int | None = None
+    every_minutes: float | None = None
+    keep_last: int = 3
+    keep_best: bool = True
+    """also keep the checkpoint with the best monitored validation metric"""
+    asynchronous: bool = True
+    """copy the state to CPU memory and write it from a background thread"""
+    upload: bool = True
+    """copy the last and the best checkpoint to the MLflow run's artifacts, in the background"""
+
+    def __post_init__(self) -> None:
+        if self.every_steps is None and self.every_minutes is None:
+            raise ValueError("CheckpointConfig needs every_steps or every_minutes (or both)")
+        if self.every_steps is not None and self.every_steps <= 0:
+            raise ValueError(f"every_steps must be a positive integer, got {self.every_steps}")
+        if self.every_minutes is not None and not self.every_minutes > 0:
+            raise ValueError(f"every_minutes must be a positive number, got {self.every_minutes}")
+        if self.keep_last < 1:
+            raise ValueError(f"keep_last must be at least 1, got {self.keep_last}")
+
+    def due(self, step: int, last_save_step: int, last_save_time: float, now: float) -> bool:
+        """Whether to checkpoint after ``step``, given the step and time of the last save."""
+        return step > last_save_step and (
+            self.due_by_steps(step, last_save_step) or self.due_by_clock(now, last_save_time)
+        )
+
+    def due_by_steps(self, step: int, last_save_step: int) -> bool:
+        """Whether ``every_steps`` steps have passed since the last save."""
+        return self.every_steps is not None and step - last_save_step >= self.every_steps
+
+    def due_by_clock(self, now: float, last_save_time: float) -> bool:
+        """Whether ``every_minutes`` have passed since the last save (clocks of ranks differ:
+        under torch.distributed the ranks must agree on it, see ``blocktrain.train.exchange``)."""
+        return self.every_minutes is not None and now - last_save_time >= self.every_minutes * 60
