@@ -1,6 +1,8 @@
 """Atomic checkpoints: what survives a crash, what newest_good trusts, pruning, RNG state."""
 
 import hashlib
+import multiprocessing
+import os
 import random
 import subprocess
 from pathlib import Path
@@ -12,11 +14,14 @@ import torch
 from blocktrain.errors import BlocktrainError
 from blocktrain.train.checkpoint.files import (
     CheckpointConfig,
+    best,
     checkpoint_path,
     is_good,
     load,
+    mark_best,
     newest_good,
     prune,
+    remove_leftovers,
     rng_state,
     save,
     set_rng_state,
@@ -103,6 +108,40 @@ def test_newest_good_skips_leftovers_and_garbage(tmp_path: Path) -> None:
     (tmp_path / "step-000000006.pt").write_bytes(b"")
     (tmp_path / "notes.txt").write_text("hello")
     assert newest_good(tmp_path) == checkpoint_path(tmp_path, 1)
+
+
+def crash_at_the_first_sync(folder: str, what: str) -> None:
+    """A save or mark_best that dies (as on power loss) once its first file is written."""
+
+    def die(_fd: int) -> None:
+        os._exit(4)
+
+    os.fsync = die  # only in this forked child
+    if what == "save":
+        save(state(2), Path(folder), 2)
+    else:
+        mark_best(checkpoint_path(Path(folder), 1), "val_loss", 0.5)
+
+
+def test_leftovers_of_crashed_writes_are_found_and_removed(tmp_path: Path) -> None:
+    save_steps(tmp_path, 1)
+    mark_best(checkpoint_path(tmp_path, 1), "val_loss", 0.7)
+    context = multiprocessing.get_context("fork")
+    for what in ("save", "mark_best"):
+        child = context.Process(target=crash_at_the_first_sync, args=(str(tmp_path), what))
+        child.start()
+        child.join(60)
+        assert child.exitcode == 4
+    leftovers = sorted(p for p in tmp_path.iterdir() if p.name.startswith("."))
+    kinds = sorted(p.name.split(".")[1:-2] for p in leftovers)
+    assert kinds == [["best", "json"], ["step-000000002", "pt"], ["step-000000002", "pt", "sha256"]]
+    assert newest_good(tmp_path) == best(tmp_path) == checkpoint_path(tmp_path, 1)
+    assert sorted(remove_leftovers(tmp_path)) == leftovers
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "best.json",
+        "step-000000001.pt",
+        "step-000000001.pt.sha256",
+    ]
 
 
 def test_newest_good_of_nothing(tmp_path: Path) -> None:

@@ -15,14 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from blocktrain.data.cache import (
-    CacheConfig,
-    Entry,
-    _exclusive,  # pyright: ignore[reportPrivateUsage]
-    clean,
-    localize,
-    report,
-)
+from blocktrain.core.files import temporary_pattern
+from blocktrain.data.cache import CacheConfig, Entry, clean, localize, report
+from blocktrain.data.cache.locks import exclusive
 from blocktrain.data.names import entry_name
 from blocktrain.data.storage import Listing, LocalStorage, ObjectInfo, SourceNotFoundError
 from blocktrain.errors import BlocktrainError
@@ -141,11 +136,44 @@ def test_an_interrupted_fill_has_no_marker_and_resumes(bucket: Path, tmp_path: P
     entry = Entry(config.persistent, entry_name("s3://datasets/ds"))
     assert not entry.manifest.exists()
     assert len(entry.journal.read_text().splitlines()) == 4
-    assert not list(entry.data.rglob("*.part"))
+    assert not [p for p in entry.data.rglob(".*") if p.is_file()]  # no temporaries
     resumed = FolderBucket(bucket, tmp_path / "log2")
     path = localize("s3://datasets/ds", config=config, storage=resumed)
     assert contents(path) == FILES
     assert len(downloads(tmp_path / "log2")) == len(FILES) - 4
+
+
+def localize_and_die_mid_file(root: str, log: str, shared: str) -> None:
+    class Dying(FolderBucket):
+        def download(self, uri: str, dest: Path, expected: ObjectInfo | None = None) -> str:
+            if self.calls == 2:  # two files placed
+                dest.write_bytes(b"half a file")
+                os._exit(4)  # killed: no clean-up runs
+            return super().download(uri, dest, expected)
+
+    storage = Dying(Path(root), Path(log))
+    storage.concurrency = 1
+    localize("s3://datasets/ds", config=CacheConfig(persistent=Path(shared)), storage=storage)
+
+
+def test_a_killed_fill_leaves_a_temporary_file_that_the_next_fill_removes(
+    bucket: Path, tmp_path: Path
+):
+    args = (str(bucket), str(tmp_path / "log"), str(tmp_path / "shared"))
+    child = multiprocessing.get_context("fork").Process(target=localize_and_die_mid_file, args=args)
+    child.start()
+    child.join(60)
+    assert child.exitcode == 4
+    entry = Entry(tmp_path / "shared", entry_name("s3://datasets/ds"))
+    [leftover] = [p for p in entry.data.rglob(".*") if p.is_file()]
+    assert temporary_pattern(r"\d\d\.txt").fullmatch(leftover.name)
+    assert report(CacheConfig(persistent=tmp_path / "shared"))[0].complete is False
+    config = CacheConfig(persistent=tmp_path / "shared")
+    path = localize(
+        "s3://datasets/ds", config=config, storage=FolderBucket(bucket, tmp_path / "l2")
+    )
+    assert contents(path) == FILES
+    assert len(downloads(tmp_path / "l2")) == len(FILES) - 2
 
 
 def test_corrupt_missing_and_stray_files_are_repaired(
@@ -157,7 +185,7 @@ def test_corrupt_missing_and_stray_files_are_repaired(
     (path / "a" / "02.txt").write_bytes(b"A" * len(FILES["a/02.txt"]))  # same size
     (path / "b" / "05.txt").unlink()
     (path / "b" / "stray.txt").write_bytes(b"not in the dataset")
-    (path / "b" / ".04.txt.1234abcd.part").write_bytes(b"half")
+    (path / "b" / ".04.txt.1234abcd.tmp").write_bytes(b"half")
     before = len(downloads(tmp_path / "log"))
     assert localize("s3://datasets/ds", config=config, storage=storage) == path
     assert contents(path) == FILES
@@ -239,7 +267,7 @@ def test_a_waiter_follows_a_lock_file_that_clean_replaced(tmp_path: Path):
     inside: list[bool] = []
 
     def wait() -> None:
-        with _exclusive(lock, "origin"):
+        with exclusive(lock, "origin"):
             inside.append(json.loads(lock.read_text())["pid"] == os.getpid())
 
     thread = threading.Thread(target=wait)
@@ -256,7 +284,7 @@ def test_clean_leaves_an_entry_in_use_alone(bucket: Path, config: CacheConfig, t
     storage = FolderBucket(bucket, tmp_path / "log")
     localize("s3://datasets/ds", config=config, storage=storage)
     entry = Entry(config.persistent, entry_name("s3://datasets/ds"))
-    with _exclusive(entry.lock, "s3://datasets/ds"):
+    with exclusive(entry.lock, "s3://datasets/ds"):
         removed, busy = clean(config, "ds", ["persistent", "ephemeral"])
     assert [(item.level, item.complete) for item in removed] == [("ephemeral", True)]
     assert [item.level for item in busy] == ["persistent"]

@@ -60,7 +60,7 @@ def test_hidden_members():
     assert is_hidden(".DS_Store")
     assert is_hidden("a/.b/c.png")
     assert is_hidden("__MACOSX/a.png")
-    assert is_hidden("cat/.001.png.1a2b3c4d.part")
+    assert is_hidden("cat/.001.png.1a2b3c4d.tmp")
     assert not is_hidden("cat/001.png")
 
 

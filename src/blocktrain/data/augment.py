@@ -1,5 +1,8 @@
 """Standard image transforms with torchvision.transforms.v2, on uint8 tensors: geometry and
-colour work on uint8 (cheap), conversion to float and normalization come last."""
+colour work on uint8 (cheap), conversion to float and normalization come last.
+
+Must not read, decode or cache data; torchvision is imported when a pipeline is built.
+"""
 
 from __future__ import annotations
 

@@ -10,6 +10,9 @@ Items are ``(image, target)``: a uint8 (C, H, W) image and a class index (layout
 and ``csv``) or a label tensor (``pairs``; masks come as ``tv_tensors.Mask``). A transform
 (torchvision.transforms.v2, on uint8) is called as ``transform(image)`` for class and numeric
 targets, and as ``transform(image, mask)`` for masks, so geometric transforms move both.
+
+Must not fetch or cache sources (``fetchers`` reads members, ``cache`` makes them local)
+nor decide splits (``splits``).
 """
 
 from __future__ import annotations

@@ -4,6 +4,8 @@ read one at a time without extracting anything.
 Member names are relative POSIX paths; archives holding an absolute name or ``..`` are refused
 when opened. Hidden members (a component starting with ``.``) and folders are not listed. A
 fetcher can be pickled into DataLoader workers: each process opens its own handle.
+
+Must not cache or extract to disk, nor decode what it reads (``images``).
 """
 
 from __future__ import annotations

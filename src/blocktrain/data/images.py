@@ -1,4 +1,7 @@
-"""Decoding members into uint8 image tensors (torchvision.io) and label tensors."""
+"""Decoding members into uint8 image tensors (torchvision.io) and label tensors.
+
+Must not read files or know where members come from: bytes in, tensors out.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""Content checks: MD5 digests and S3 ETags (single-part and multipart)."""
+"""Content checks: MD5 digests and S3 ETags (single-part and multipart).
+
+Pure computation over bytes and files; must not fetch, rename or delete anything.
+"""
 
 from __future__ import annotations
 

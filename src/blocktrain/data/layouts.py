@@ -7,6 +7,8 @@ member names of a source. Pure: member names in, index out (the csv layout reads
   file of numbers); every image needs exactly one label and every label an image.
 - ``csv``: ``ROOT/labels.csv`` with a header ``image,label`` and one row per image (its path
   below ROOT); every image below ROOT must be listed and every listed image must exist.
+
+Must not decode images or read members other than the csv index.
 """
 
 from __future__ import annotations

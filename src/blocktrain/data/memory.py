@@ -2,6 +2,8 @@
 
 The limit is the smaller of the machine's available memory and what the process's cgroup
 (which Slurm's ``--mem`` sets) still allows, v1 or v2, at every level up to the root.
+
+Must not allocate or load anything: it only measures and compares.
 """
 
 from __future__ import annotations

@@ -1,4 +1,7 @@
-"""Pure naming rules: S3 URIs, safe member names, ``-tiny`` variants, cache entry names."""
+"""Pure naming rules: S3 URIs, safe member names, ``-tiny`` variants, cache entry names.
+
+Must not read or write files, nor reach the network (a local path is only resolved).
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""Run one function over many items on a thread pool; the first failure stops the rest."""
+"""Run one function over many items on a thread pool; the first failure stops the rest.
+
+Must not know what the items are; no retries (``retry``).
+"""
 
 from __future__ import annotations
 

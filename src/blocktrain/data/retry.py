@@ -1,4 +1,7 @@
-"""Retries with exponential backoff and jitter, for requests that may fail for a while."""
+"""Retries with exponential backoff and jitter, for requests that may fail for a while.
+
+Must not know which errors are worth retrying (the caller says) nor what is retried.
+"""
 
 from __future__ import annotations
 

@@ -5,6 +5,10 @@ Configuration comes from the environment when a storage is made: ``S3_ENDPOINT_U
 ``AWS_ENDPOINT_URL``), ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_DEFAULT_REGION``,
 ``BLOCKTRAIN_S3_ATTEMPTS`` and ``BLOCKTRAIN_S3_CONCURRENCY``. Without keys in the environment
 boto3's own credential chain (``~/.aws``, instance roles) applies.
+
+Implements ``objects.Storage``; must not import boto3 at module level (``storage_for`` imports
+this module only for ``s3://`` sources, and boto3 is imported when a client is made), nor
+import ``storage`` (which imports this module).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from blocktrain.data.integrity import CHUNK, MIB, clean_etag, file_md5
+from blocktrain.data.localfs import LocalStorage
 from blocktrain.data.names import (
     S3Location,
     basename,
@@ -26,16 +31,15 @@ from blocktrain.data.names import (
     parse_s3,
     safe_member_name,
 )
-from blocktrain.data.parallel import map_parallel
-from blocktrain.data.retry import RetryPolicy, retry_call
-from blocktrain.data.storage import (
+from blocktrain.data.objects import (
     IntegrityMismatchError,
     Listing,
-    LocalStorage,
     ObjectInfo,
     SourceNotFoundError,
     check_expected,
 )
+from blocktrain.data.parallel import map_parallel
+from blocktrain.data.retry import RetryPolicy, retry_call
 from blocktrain.errors import BlocktrainError
 
 if TYPE_CHECKING:

@@ -9,6 +9,8 @@ Two ways to cut:
   move a few items near the cuts into another split.
 - ``exact=False``: each item's hash alone picks its split, so adding or removing items never
   moves the others; the sizes match the ratios only on average.
+
+Must not read data or use a random generator; torch is imported only to build subsets.
 """
 
 from __future__ import annotations

@@ -1,5 +1,8 @@
 """Dataset statistics (items per split and class, channel mean and standard deviation),
-logged as MLflow params of the tracked run when there is one."""
+logged as MLflow params of the tracked run when there is one.
+
+Must not change the data; the tracked run is looked up only when logging.
+"""
 
 from __future__ import annotations
 

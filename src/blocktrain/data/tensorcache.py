@@ -4,13 +4,15 @@
 and otherwise builds them from ``build()`` (under a lock, so one rank builds while the others
 wait), applying ``preprocess`` to each raw uint8 image (a deterministic resize, say: random
 augmentations belong in the transform applied at each access). The file is written by
-``torch.save`` to a temporary name and renamed, and is memory-mapped when loaded.
+``torch.save`` to a temporary name and renamed (``blocktrain.core.files``), and is
+memory-mapped when loaded.
+
+Must not fetch or decode data: it stores what an :class:`ImageDataset` yields, and reloads it.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,7 +21,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from blocktrain.core.files import locked
+from blocktrain.core.files import atomic_output, locked
 from blocktrain.data.datasets import ImageDataset, Target, Transform
 from blocktrain.errors import BlocktrainError
 
@@ -109,16 +111,8 @@ def build_tensor_cache(
         "images": images,
         "targets": torch.stack(targets),
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        torch.save(payload, temporary)
-        with temporary.open("rb") as handle:
-            os.fsync(handle.fileno())
-        temporary.replace(path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
+    with atomic_output(path, mode=0o666) as file:  # readable by whoever reads the dataset
+        torch.save(payload, file)
     return path
 
 

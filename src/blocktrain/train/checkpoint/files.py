@@ -14,15 +14,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import random
 import re
-import secrets
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
+from blocktrain.core.files import atomic_path, temporary_pattern, write_text_atomic
 from blocktrain.errors import BlocktrainError
 
 if TYPE_CHECKING:
@@ -33,7 +32,8 @@ if TYPE_CHECKING:
 
 _NAME = re.compile(r"step-(\d{9,})\.pt")
 _NAME_OR_SIDECAR = re.compile(r"step-(\d{9,})\.pt(?:\.sha256)?")
-_LEFTOVER = re.compile(r"\.(?:step-\d{9,}\.pt(?:\.sha256)?|best\.json)\.[0-9a-f]{8}\.tmp")
+_LEFTOVER = temporary_pattern(r"step-\d{9,}\.pt(?:\.sha256)?|best\.json")
+_UMASK_DECIDES = 0o666  # checkpoints get the permissions of any file the user writes
 BEST_FILE = "best.json"
 
 
@@ -52,28 +52,6 @@ def _sha256(path: Path) -> str:
         return hashlib.file_digest(file, "sha256").hexdigest()
 
 
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_synced(final: Path, write: Callable[[IO[bytes]], object]) -> Path:
-    """Write a hidden temporary file beside ``final``, synced to disk; return its path."""
-    tmp = final.with_name(f".{final.name}.{secrets.token_hex(4)}.tmp")
-    try:
-        with tmp.open("xb") as file:  # created with the umask's permissions, unlike mkstemp
-            write(file)
-            file.flush()
-            os.fsync(file.fileno())
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return tmp
-
-
 def save(state: Mapping[str, Any], folder: Path, step: int) -> Path:
     """Write ``state`` as the checkpoint of ``step`` atomically; return its path.
 
@@ -82,20 +60,12 @@ def save(state: Mapping[str, Any], folder: Path, step: int) -> Path:
     """
     import torch
 
-    folder.mkdir(parents=True, exist_ok=True)
     final = checkpoint_path(folder, step)
-    tmp = _write_synced(final, lambda file: torch.save(dict(state), file))
-    try:
-        line = f"{_sha256(tmp)}  {final.name}\n".encode()
-        sidecar = sidecar_path(final)
-        _write_synced(sidecar, lambda file: file.write(line)).replace(sidecar)
-        # The checksum must be on disk before the checkpoint it vouches for appears.
-        _fsync_dir(folder)
-        tmp.replace(final)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(folder)
+    with atomic_path(final, _UMASK_DECIDES) as temporary:
+        torch.save(dict(state), temporary)
+        line = f"{_sha256(temporary)}  {final.name}\n"
+        # Synced with its folder before the checkpoint it vouches for is renamed into place.
+        write_text_atomic(sidecar_path(final), line, _UMASK_DECIDES)
     return final
 
 
@@ -197,9 +167,7 @@ def mark_best(checkpoint: Path, monitor: str, value: float) -> None:
     """Record ``checkpoint`` (already saved) as the best one of its folder, atomically."""
     folder = checkpoint.parent
     record = {"file": checkpoint.name, "monitor": monitor, "value": value}
-    line = (json.dumps(record) + "\n").encode()
-    _write_synced(folder / BEST_FILE, lambda file: file.write(line)).replace(folder / BEST_FILE)
-    _fsync_dir(folder)
+    write_text_atomic(folder / BEST_FILE, json.dumps(record) + "\n", _UMASK_DECIDES)
 
 
 def best(folder: Path) -> Path | None:

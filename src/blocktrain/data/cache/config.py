@@ -1,0 +1,79 @@
+"""Where the cache levels are and where one entry's files go: :class:`CacheConfig` (read from
+the environment) and :class:`Entry` (the paths of one source's entry in one level).
+
+Pure paths and settings: must not touch the file system.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from blocktrain.errors import BlocktrainError
+
+Verify = Literal["stat", "full"]
+LevelName = Literal["persistent", "ephemeral"]
+_TRUE = {"1", "true", "yes", "on"}
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class CacheConfig:
+    """Where the two levels are and how entries are checked; see :meth:`from_environ`."""
+
+    persistent: Path
+    ephemeral: Path | None = None
+    dev: bool = False
+    verify: Verify = "stat"
+
+    def __post_init__(self) -> None:
+        if self.verify not in ("stat", "full"):
+            raise BlocktrainError(f"cache verify must be 'stat' or 'full', not {self.verify!r}")
+
+    @classmethod
+    def from_environ(cls, env: Mapping[str, str]) -> CacheConfig:
+        """``DATA_PATH`` (default ``$XDG_CACHE_HOME/blocktrain/data``), ``DATA_EPHEMERAL_PATH``
+        (unset: one level), ``BLOCKTRAIN_DATA_DEV`` and ``BLOCKTRAIN_DATA_VERIFY``."""
+        cache_home = env.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+        persistent = env.get("DATA_PATH") or str(Path(cache_home) / "blocktrain" / "data")
+        ephemeral = env.get("DATA_EPHEMERAL_PATH") or None
+        verify = env.get("BLOCKTRAIN_DATA_VERIFY", "").strip() or "stat"
+        if verify not in ("stat", "full"):
+            raise BlocktrainError(f"BLOCKTRAIN_DATA_VERIFY={verify!r} must be 'stat' or 'full'")
+        return cls(
+            persistent=Path(persistent).expanduser(),
+            ephemeral=Path(ephemeral).expanduser() if ephemeral else None,
+            dev=env.get("BLOCKTRAIN_DATA_DEV", "").strip().lower() in _TRUE,
+            verify=verify,
+        )
+
+    def levels(self) -> dict[LevelName, Path]:
+        found: dict[LevelName, Path] = {"persistent": self.persistent}
+        if self.ephemeral is not None:
+            found["ephemeral"] = self.ephemeral
+        return found
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """The paths of one source's entry in one level."""
+
+    level: Path
+    name: str
+
+    @property
+    def data(self) -> Path:
+        return self.level / self.name
+
+    @property
+    def manifest(self) -> Path:
+        return self.level / f"{self.name}.entry.json"
+
+    @property
+    def journal(self) -> Path:
+        return self.level / f"{self.name}.journal"
+
+    @property
+    def lock(self) -> Path:
+        return self.level / ".locks" / f"{self.name}.lock"
