@@ -1,15 +1,18 @@
-"""torch.distributed set-up from torch-style or Slurm variables, and the collectives the restart
-protocol needs.
+"""torch.distributed for a job's tasks: where rank 0 listens, the process group, collectives.
 
-:func:`rendezvous` is a pure function of an environment mapping: who this process is and where
-rank 0 listens. :func:`process_group` applies it for a block of code. Importing this module does
-not import torch; the functions that need it import it when called.
+Who this process is (rank, local rank, world size) is read by
+:func:`blocktrain.core.jobenv.ranks`; this module adds where rank 0 listens. :func:`rendezvous`
+is a pure function of an environment mapping, :func:`process_group` applies it for a block of
+code, and :func:`rank_and_world` asks the process group once there is one.
 
-The restart protocol: a signal handler only sets a flag (on whichever ranks got the signal);
-at a step boundary every rank calls :func:`all_agree` with its flag and all of them
-checkpoint and stop together, or none does. :class:`Reduction` is an all-reduce started now
-and read later, under the training metrics and the trainer's step boundaries (which reach the
-same agreement a step later without making any rank wait, see blocktrain.train.exchange).
+The collectives: :func:`all_agree` (True on every rank when any rank says so), behind
+:func:`blocktrain.restart.should_stop`; :class:`Reduction`, an all-reduce started now and read
+later, behind the training metrics and the trainer's step boundaries (which reach the same
+agreement a step later without making any rank wait, see :mod:`blocktrain.train.exchange`);
+:func:`barrier`.
+
+Must not: import torch at module level (the functions that need it import it when called), or
+read rank variables other than through :mod:`blocktrain.core.jobenv`.
 """
 
 from __future__ import annotations
@@ -150,14 +153,13 @@ def _master_port(env: Mapping[str, str], world_size: int) -> int:
 
 
 def rendezvous(env: Mapping[str, str]) -> Rendezvous:
-    """Rank, world size and rank 0's address from torch-style, else Slurm, variables.
+    """Rank and world size (:func:`blocktrain.core.jobenv.ranks`) and rank 0's address.
 
-    Torch-style (``RANK``, ``LOCAL_RANK``, ``WORLD_SIZE``, ``MASTER_ADDR``, ``MASTER_PORT``, as
-    torchrun sets them) win. Under ``srun`` the ranks come from ``SLURM_PROCID``,
-    ``SLURM_LOCALID`` and ``SLURM_NTASKS``, the address is the first host of the step's (else
-    the job's) node list, and the port is ``15000 + job id % 20000``, so that every task
-    agrees without talking; ``BLOCKTRAIN_MASTER_PORT`` overrides it. Without either: a single
-    process on 127.0.0.1 and a free port.
+    ``MASTER_ADDR`` and ``MASTER_PORT`` (as torchrun sets them) win. Under ``srun`` the address
+    is the first host of the step's (else the job's) node list, and the port is
+    ``15000 + job id % 20000``, so that every task agrees without talking;
+    ``BLOCKTRAIN_MASTER_PORT`` overrides it. Without either: 127.0.0.1, and a free port for a
+    single process (torch's default, 29500, for several).
     """
     where = ranks(env)
     return Rendezvous(

@@ -1,15 +1,28 @@
-"""The periodic-restart protocol inside a launched job's tasks.
+"""The restart protocol inside a launched job's tasks: why an attempt stops, and how it leaves.
 
-Slurm signals the tasks ahead of the time limit (the profile's ``signal``, ``signal_lead_s``
-seconds before), on preemption (SIGTERM), or on ``slurm-stop``. The handler only sets a flag.
-The training loop asks :func:`should_stop` at each step boundary; all ranks agree on the
-answer, checkpoint together, and call :func:`stop_now`, which raises:
+Slurm signals the tasks ``signal_lead_s`` seconds before the time limit with the profile's
+``signal`` (USR2 by default), and sends SIGTERM on preemption; ``slurm-stop`` leaves a stop
+marker in the run's folder and sends the profile's signal. The handler records which signal
+came and returns, except for a SIGTERM that arrives before the code ever polled: nothing was
+trained since the last checkpoint, so the attempt leaves at once as a preemption.
 
-- :class:`~blocktrain.errors.RequeueRequested` when the cause's restart budget allows another
-  attempt; rank 0 leaves a marker that the batch script (outside any container) turns into
+The code polls at step boundaries: :func:`signalled` asks this rank alone (the trainer gets the
+ranks to agree through its own exchange, a step later), :func:`should_stop` asks all ranks at
+once. Once they agree, all ranks checkpoint together and call :func:`stop_now`, which raises:
+
+- :class:`~blocktrain.errors.RequeueRequested` when the budget of the cause (time limit or
+  preemption) allows another attempt; rank 0 spends one unit in the run's ``restarts.json``
+  and leaves a marker that the batch script (outside any container) turns into
   ``scontrol requeue``;
-- :class:`StopRequested` for ``slurm-stop`` (the run ends KILLED and can be relaunched);
+- :class:`~blocktrain.errors.StopRequested` for ``slurm-stop`` (the run ends KILLED and can be
+  relaunched);
 - :class:`RestartBudgetError` when the cause's budget is spent (the run ends FAILED).
+
+The worker asks for a new attempt after a crash through :func:`request_requeue` too, within
+the ``crash`` budget.
+
+Must not: import torch (the collective lives in :mod:`blocktrain.distributed`), or run Slurm
+commands: the requeue itself is the batch script's.
 """
 
 from __future__ import annotations
@@ -28,10 +41,14 @@ from typing import Literal, NoReturn
 
 from blocktrain import distributed
 from blocktrain.core.files import write_text_atomic
+from blocktrain.core.paths import RunFiles
 from blocktrain.errors import BlocktrainError, RequeueRequested, StopRequested, Terminated
 
 Cause = Literal["timeout", "preemption", "stop"]
 Budget = int | Literal["unlimited"]
+# Not USR1: some NCCL versions catch it to dump their state, hiding it from the job (see
+# docs/restarts.md). A profile's ``signal`` overrides this.
+DEFAULT_SIGNAL = "USR2"
 # A signal this close to (lead time before) the time limit counts as the time limit.
 _TIMEOUT_MARGIN_S = 60.0
 _current: contextvars.ContextVar[RestartProtocol | None] = contextvars.ContextVar(
@@ -45,9 +62,10 @@ class RestartBudgetError(BlocktrainError):
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class RestartConfig:
-    """What the launcher tells each task (through ``BLOCKTRAIN_RESTART_*`` variables)."""
+    """What the launcher tells each task: the ``BLOCKTRAIN_RESTART_*`` variables, the time
+    limit, the run's folder and the requeue markers' folder."""
 
-    signal: str = "USR1"
+    signal: str = DEFAULT_SIGNAL
     time_limit_s: float | None = None
     lead_s: float = 120.0
     run_dir: Path
@@ -70,7 +88,7 @@ class RestartConfig:
         )
         limit = env.get("BLOCKTRAIN_TIME_LIMIT_S")
         return cls(
-            signal=env.get("BLOCKTRAIN_RESTART_SIGNAL", "USR1"),
+            signal=env.get("BLOCKTRAIN_RESTART_SIGNAL", DEFAULT_SIGNAL),
             time_limit_s=float(limit) if limit else None,
             lead_s=float(env.get("BLOCKTRAIN_RESTART_LEAD_S", "120")),
             run_dir=Path(run_dir),
@@ -124,7 +142,7 @@ class RestartProtocol:
         raise RequeueRequested("preemption")
 
     def cause(self) -> Cause:
-        stop = (self.config.run_dir / "stop").exists()
+        stop = RunFiles(self.config.run_dir).stop_marker.exists()
         return classify(self.received, time.monotonic() - self.started, self.config, stop)
 
 
@@ -168,16 +186,15 @@ def stop_now() -> NoReturn:
 def request_requeue(config: RestartConfig, cause: str, spent: Mapping[str, int]) -> None:
     """Spend one unit of ``cause``'s budget and leave the marker the batch script acts on."""
     counts = {**spent, cause: spent.get(cause, 0) + 1}
-    _write_json(config.run_dir / "restarts.json", counts)
+    _write_json(RunFiles(config.run_dir).restart_counts, counts)
     config.marker_dir.mkdir(parents=True, exist_ok=True)
     _write_json(config.marker_dir / config.job_key, {"cause": cause})
 
 
 def read_counts(run_dir: Path) -> dict[str, int]:
     try:
-        return {
-            str(k): int(v) for k, v in json.loads((run_dir / "restarts.json").read_text()).items()
-        }
+        counts = json.loads(RunFiles(run_dir).restart_counts.read_text())
+        return {str(k): int(v) for k, v in counts.items()}
     except (FileNotFoundError, ValueError):
         return {}
 

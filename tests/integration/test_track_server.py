@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 import tracked_jobs
 
-from blocktrain.errors import TrackingError
+from blocktrain.core.paths import Layout, LogFiles, unsent_dir
+from blocktrain.errors import RequeueRequested, StopRequested, TrackingError
 from blocktrain.track import current, log_metrics, track
 from mlflow_service import MlflowServer
 
@@ -145,6 +146,36 @@ def test_sigterm_marks_the_run_killed(tracked_env: Path, mlflow_server: MlflowSe
     assert run.info.status == "KILLED"
 
 
+@pytest.mark.parametrize(
+    ("raised", "status"),
+    [
+        (RequeueRequested("timeout"), "SCHEDULED"),
+        (StopRequested("stopped by slurm-stop"), "KILLED"),
+        (SystemExit(0), "FINISHED"),
+        (SystemExit(3), "FAILED"),
+    ],
+    ids=["requeue", "stop", "exit-0", "exit-3"],
+)
+def test_each_ending_sets_the_run_status_locally_and_in_mlflow(
+    tracked_env: Path, mlflow_server: MlflowServer, raised: BaseException, status: str
+):
+    @track
+    def ends() -> None:
+        """End the way the test asks."""
+        print("working")
+        raise raised
+
+    start = int(time.time() * 1000) - 1
+    with pytest.raises(type(raised)):
+        ends()
+    run = only_run(mlflow_server.client(), after_ms=start)
+    assert run.info.status == status
+    (logs,) = [LogFiles(folder) for folder in tracked_env.iterdir()]
+    assert json.loads(logs.status.read_text())["status"] == status
+    # Only a crash keeps its traceback; an exit or a checkpointed stop has none worth keeping.
+    assert "Traceback" not in (logs.attempt(1) / "rank-0.err").read_text()
+
+
 def test_resume_by_run_id_appends_a_new_attempt(
     tracked_env: Path, mlflow_server: MlflowServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
@@ -215,10 +246,11 @@ def test_ranks_other_than_zero_write_nothing_to_mlflow(
     after = client.get_run(run.info.run_id)
     assert after.data.tags == run.data.tags
     assert len(client.get_metric_history(run.info.run_id, "loss")) == 1
-    assert (tracked_env / run.info.run_id / "attempt-1" / "rank-1.out").exists()
+    rank_1 = LogFiles(tracked_env / run.info.run_id).attempt(1) / "rank-1.out"
+    assert rank_1.exists()
     done = run_job("train", tracked_env, epochs=2)
     assert done.returncode == 0, done.stderr
-    assert "epoch 1" in (tracked_env / run.info.run_id / "attempt-1" / "rank-1.out").read_text()
+    assert "epoch 1" in rank_1.read_text()
     assert len(client.get_metric_history(run.info.run_id, "loss")) == 1
 
 
@@ -274,7 +306,7 @@ def test_embedded_sqlite_store_when_no_tracking_uri(
     assert run.info.artifact_uri.startswith((project / "mlartifacts").as_uri())
     assert (project / "mlartifacts").is_dir()
     assert len(client.get_metric_history(run.info.run_id, "loss")) == 2
-    assert (project / ".blocktrain" / "logs").is_dir()
+    assert Layout(project).logs.is_dir()
 
 
 def _steady_job(
@@ -374,7 +406,7 @@ def test_server_down_for_the_whole_run_spills_then_replays(
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert "records kept in" in done.stderr
-    spills = list((tmp_path / "logs" / "unsent").glob("*.jsonl"))
+    spills = list(unsent_dir(tmp_path / "logs").glob("*.jsonl"))
     assert len(spills) == 1
     own_mlflow_server.up()
     replayed = subprocess.run(

@@ -24,9 +24,9 @@ from dataclasses import dataclass, field
 from typing import ParamSpec, TypeVar, overload
 
 from blocktrain.core.jobenv import JobContext, job_context
+from blocktrain.core.outcome import classify
 from blocktrain.core.redact import Redactor
 from blocktrain.core.values import JSON, bound_arguments
-from blocktrain.errors import RequeueRequested, StopRequested, Terminated
 from blocktrain.notify.config import NotifyConfig
 from blocktrain.notify.messages import (
     crashed_message,
@@ -170,7 +170,8 @@ def _closing_message(
 ) -> Payload:
     entry, context, redact = session.entry, session.context, session.redact
     elapsed, url, mention = session.elapsed_s, session.run_url, session.config.mention
-    if error is None or (isinstance(error, SystemExit) and error.code in (None, 0)):
+    notice = classify(error).notice
+    if notice == "finished" or error is None:  # the same case; the check narrows the type
         return finished_message(
             entry,
             context,
@@ -181,9 +182,9 @@ def _closing_message(
             mention=mention,
             redact=redact,
         )
-    if isinstance(error, RequeueRequested):
+    if notice == "requeued":
         return requeued_message(entry, context, duration_s=elapsed, redact=redact)
-    if isinstance(error, Terminated | KeyboardInterrupt | StopRequested):
+    if notice == "killed":
         return killed_message(
             entry, context, error, duration_s=elapsed, run_url=url, mention=mention, redact=redact
         )

@@ -2,6 +2,6 @@
 
 import sys
 
-from blocktrain.track.run import replay_main
+from blocktrain.track.replay import replay_main
 
 raise SystemExit(replay_main(sys.argv[1:]))

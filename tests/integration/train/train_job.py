@@ -75,7 +75,7 @@ def main(folder: Path, options: dict[str, Any]) -> dict[str, Any]:
             if outputs.requires_grad:
                 calls += 1
                 if calls == stop_at and place.rank == options.get("stop_rank", 0):
-                    signal.raise_signal(signal.SIGUSR1)
+                    signal.raise_signal(signal.SIGUSR2)
                 time.sleep(options.get("step_sleep", 0.0))  # steps as slow as a real model's
             return nn.functional.cross_entropy(outputs, targets)
 

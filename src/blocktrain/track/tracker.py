@@ -1,0 +1,170 @@
+"""The handle user code logs through: :class:`Tracker`, :func:`current`, :func:`log_metrics`.
+
+Owns where a run is tracked (:class:`TrackConfig`, read from the environment) and which tracker
+is current in this context. Logging only queues records on the run's writer; opening and
+closing the run belong to :mod:`blocktrain.track.lifecycle`.
+
+Must not: import mlflow, block the caller, or write to MLflow from ranks other than 0.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import json
+import logging
+import math
+import time
+from collections.abc import Generator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from blocktrain.core.jobenv import JobContext
+from blocktrain.core.paths import Layout, LogFiles, project_root
+from blocktrain.core.values import env_seconds
+from blocktrain.errors import TrackingError
+from blocktrain.track.backend import run_url, tracking_uri
+from blocktrain.track.writer import Op, RunWriter
+
+_log = logging.getLogger("blocktrain.track")
+_current: contextvars.ContextVar[Tracker | None] = contextvars.ContextVar(
+    "blocktrain_tracker", default=None
+)
+_PARAM_VALUE_LIMIT = 6000
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class TrackConfig:
+    """Where and how a run is tracked; read from the environment when a run starts."""
+
+    tracking_uri: str
+    experiment: str
+    root: Path
+    log_dir: Path
+    run_name: str | None = None
+    upload_interval_s: float = 30.0
+    flush_timeout_s: float = 30.0
+    start_timeout_s: float = 10.0
+
+    def __post_init__(self) -> None:
+        for name in ("upload_interval_s", "flush_timeout_s", "start_timeout_s"):
+            if not getattr(self, name) > 0:
+                raise TrackingError(f"{name} must be positive, got {getattr(self, name)}")
+
+    @property
+    def embedded(self) -> bool:
+        return self.tracking_uri.startswith("sqlite:")
+
+    @classmethod
+    def from_environ(cls, env: Mapping[str, str], cwd: Path) -> TrackConfig:
+        root = project_root(cwd)
+        return cls(
+            tracking_uri=tracking_uri(env, root),
+            experiment=env.get("MLFLOW_EXPERIMENT_NAME") or root.name,
+            root=root,
+            log_dir=Path(env.get("BLOCKTRAIN_LOG_DIR") or Layout(root).logs),
+            run_name=env.get("BLOCKTRAIN_RUN_NAME") or None,
+            upload_interval_s=env_seconds(
+                env, "BLOCKTRAIN_LOG_UPLOAD_SECONDS", 30.0, TrackingError
+            ),
+            flush_timeout_s=env_seconds(
+                env, "BLOCKTRAIN_MLFLOW_FLUSH_SECONDS", 30.0, TrackingError
+            ),
+            start_timeout_s=env_seconds(
+                env, "BLOCKTRAIN_MLFLOW_START_SECONDS", 10.0, TrackingError
+            ),
+        )
+
+
+@dataclass(slots=True)
+class Tracker:
+    """The handle user code logs through; on ranks other than 0 every method is a no-op."""
+
+    context: JobContext
+    config: TrackConfig
+    attempt: int
+    attempt_dir: Path
+    writer: RunWriter | None = None
+    experiment_id: str | None = None
+    latest_metrics: dict[str, float] = field(default_factory=dict[str, float])
+    last_step: int = 0
+    """The highest step logged so far; final metrics are logged at it, not at step 0."""
+
+    @property
+    def run_id(self) -> str | None:
+        return self.writer.run_id if self.writer is not None else self.context.run_id
+
+    @property
+    def logs(self) -> LogFiles:
+        """The run's log folder, which holds this attempt's folder."""
+        return LogFiles(self.attempt_dir.parent)
+
+    @property
+    def run_url(self) -> str | None:
+        """A browser link for a server, else ``run <id>`` for the embedded store."""
+        run_id = self.run_id
+        if run_id is None:
+            return None
+        link = run_url(self.config.tracking_uri, self.experiment_id or "0", run_id)
+        return link or f"run {run_id} ({self.config.tracking_uri})"
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        """Queue metrics (never blocks); non-finite values are skipped with a warning."""
+        finite = {k: float(v) for k, v in metrics.items() if math.isfinite(float(v))}
+        if len(finite) < len(metrics):
+            _log.warning("skipped non-finite metric values: %s", sorted(set(metrics) - set(finite)))
+        self.latest_metrics.update(finite)
+        if step is not None:
+            self.last_step = max(self.last_step, step)
+        if self.writer is None or not finite:
+            return
+        now = int(time.time() * 1000)
+        items = [[k, v, now, step or 0] for k, v in finite.items()]
+        self.writer.submit(Op("metrics", {"items": items}))
+
+    def log_params(self, params: Mapping[str, object]) -> None:
+        if self.writer is not None and params:
+            self.writer.submit(Op("params", {"items": param_strings(params)}))
+
+    def set_tags(self, tags: Mapping[str, str]) -> None:
+        if self.writer is not None and tags:
+            self.writer.submit(Op("tags", {"items": dict(tags)}))
+
+    def log_artifacts(self, local_path: str | Path, artifact_path: str = "") -> None:
+        """Upload a file or folder (in the background: keep it in place until the run ends)."""
+        if self.writer is not None:
+            data = {"local_dir": str(Path(local_path).resolve()), "artifact_path": artifact_path}
+            self.writer.submit(Op("artifacts", data))
+
+
+def current() -> Tracker | None:
+    """The tracker of the tracked call running in this context, if any."""
+    return _current.get()
+
+
+@contextlib.contextmanager
+def made_current(tracker: Tracker) -> Generator[None]:
+    """Make ``tracker`` what :func:`current` returns for the block."""
+    token = _current.set(tracker)
+    try:
+        yield
+    finally:
+        _current.reset(token)
+
+
+def log_metrics(metrics: Mapping[str, float], step: int | None = None) -> None:
+    """Log metrics to the current run; a no-op outside a tracked call and on ranks other than 0."""
+    tracker = current()
+    if tracker is not None:
+        tracker.log_metrics(metrics, step)
+
+
+def param_strings(params: Mapping[str, object]) -> dict[str, str]:
+    """MLflow param values: JSON for lists and mappings, cut to MLflow's length limit."""
+    out: dict[str, str] = {}
+    for key, value in params.items():
+        text = json.dumps(value) if isinstance(value, list | dict) else str(value)
+        out[key] = (
+            text if len(text) <= _PARAM_VALUE_LIMIT else text[: _PARAM_VALUE_LIMIT - 3] + "..."
+        )
+    return out
