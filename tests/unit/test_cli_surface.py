@@ -1,16 +1,18 @@
-"""The public surface of slurm-status and slurm-log: a new, renamed or dropped option must be a
-deliberate change of this test. Both must also start without the heavy libraries."""
+"""The public surface of the slurm-* commands: a new, renamed or dropped option must be a
+deliberate change of this test. slurm-status and slurm-log must also start without the heavy
+libraries."""
 
 from __future__ import annotations
 
 import argparse
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from blocktrain.cli import log, status
+from blocktrain.cli import launch, log, status, stop
 
 
 def surface(parser: argparse.ArgumentParser) -> tuple[set[str], list[str]]:
@@ -32,6 +34,23 @@ def test_slurm_log_options() -> None:
         {"-h", "--help", "--err", "--follow", "--rank", "--attempt"},
         ["RUN|JOB"],
     )
+
+
+def test_slurm_launch_options() -> None:
+    assert surface(launch.build_parser()) == (
+        {"-h", "--help", "--args", "--base", "--sweep", "--set", "--profile", "--slurm",
+         "--run-id", "--name", "--module", "--dry-run"},
+        ["ENTRY"],
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("main", [stop.stop_main, stop.cancel_main])
+def test_stop_and_cancel_take_the_run_id_prefixes_find_runs_takes(
+    main: Callable[[list[str]], int], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    assert "run id (or 6+ character prefix) or Slurm job id" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize(

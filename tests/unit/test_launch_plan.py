@@ -247,7 +247,7 @@ def test_gpu_tasks_run_inside_the_image_and_requeue_outside():
     after = script[script.index(srun) + len(srun) :]
     assert "scontrol requeue" in after
     assert "apptainer" not in after  # the requeue runs in the batch shell, not the image
-    assert "#SBATCH --signal=USR1@300" in script
+    assert "#SBATCH --signal=USR2@300" in script
     assert "#SBATCH --requeue" in script
     assert "#SBATCH --exclusive" in script
 
@@ -257,7 +257,7 @@ def test_cpu_profile_has_no_container_and_no_gpu_request():
     assert "apptainer" not in script
     assert "--gpus" not in script
     assert "#SBATCH --ntasks-per-node=2" in script
-    assert "#SBATCH --signal=USR1@60" in script
+    assert "#SBATCH --signal=USR2@60" in script
     assert "wckey" not in script
 
 

@@ -25,7 +25,7 @@ def add_record(root: Path, run_id: str, job_id: str, array_index: int | None = N
         Layout(root),
         RunRecord(
             run_id=run_id,
-            entry="blocktrain.demo:train",
+            entry="shapes_demo:train",
             args={},
             profile="local",
             profile_values={},

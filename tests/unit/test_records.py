@@ -81,6 +81,8 @@ def test_find_runs_by_prefix_and_job_id(tmp_path: Path):
     write_record(layout, first)
     write_record(layout, second)
     assert [r.run_id for r in find_runs(layout, "abcdef12")] == [first.run_id]
+    assert {r.run_id for r in find_runs(layout, "abcdef")} == {first.run_id, second.run_id}
+    assert find_runs(layout, "abcde") == []  # prefixes of 6+ characters only
     assert [r.run_id for r in find_runs(layout, "121")] == [second.run_id]
     assert [r.run_id for r in find_runs(layout, "120_3")] == [first.run_id]
     assert {r.run_id for r in find_runs(layout, "120")} == {first.run_id}

@@ -25,7 +25,7 @@ def record(run_id: str, job_id: str | None = "100", **fields: object) -> RunReco
     jobs = [JobEntry(job_id=job_id, submitted=SUBMITTED)] if job_id else []
     values: dict[str, object] = {
         "run_id": run_id,
-        "entry": "blocktrain.demo:train",
+        "entry": "shapes_demo:train",
         "args": {},
         "profile": "local",
         "profile_values": {},

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -16,9 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
 
-from blocktrain.core.paths import Layout
+from blocktrain.core.paths import Layout, LogFiles, project_root
 from blocktrain.errors import BlocktrainError
-from blocktrain.launch import statusview
+from blocktrain.launch import slurmcmd, statusview
 from blocktrain.launch.records import RunRecord, find_runs, read_record
 
 DESCRIPTION = """\
@@ -57,26 +58,23 @@ def build_parser() -> argparse.ArgumentParser:
 class Logs:
     """Where one rank's stream of one run lies."""
 
-    folder: Path
-    """``.blocktrain/logs/<run id>``."""
+    files: LogFiles
     file_name: str
     """``rank-0.out`` and the like."""
 
     def attempts(self) -> list[int]:
-        return statusview.attempt_numbers(p.name for p in self.folder.glob("attempt-*"))
+        return self.files.attempt_numbers()
 
     def path(self, attempt: int) -> Path:
-        return self.folder / f"attempt-{attempt}" / self.file_name
+        return self.files.attempt(attempt) / self.file_name
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     options = build_parser().parse_args(argv)
-    from blocktrain.core.paths import project_root
-
     layout = Layout(project_root(Path.cwd()))
     try:
         record = resolve(layout, options.ident)
-        logs = Logs(layout.run_logs(record.run_id), f"rank-{options.rank}.{_stream(options)}")
+        logs = Logs(layout.log_files(record.run_id), f"rank-{options.rank}.{_stream(options)}")
         attempts = chosen_attempts(layout, record, logs, options)
         if options.follow:
             return follow(layout, record, logs, attempts[0], only=options.attempt is not None)
@@ -151,7 +149,7 @@ def no_logs_message(layout: Layout, record: RunRecord, state: str | None) -> str
     job_id = record.latest_job.job_id
     if state is not None:
         return f"run {record.run_id} has no logs yet: job {job_id} is {state}"
-    submitit = layout.launch_dir(record.launch_id) / "submitit"
+    submitit = layout.launch(record.launch_id).submitit
     return (
         f"run {record.run_id} has no logs: job {job_id} is not queued; it may have "
         f"failed before the entry function started (see {submitit})"
@@ -161,20 +159,18 @@ def no_logs_message(layout: Layout, record: RunRecord, state: str | None) -> str
 def queue_state(record: RunRecord) -> str | None:
     """The state of the run's latest job in squeue; None when it is not queued or Slurm
     cannot be asked (the messages then point at the files, which is right either way)."""
-    from blocktrain.launch.slurmcmd import SlurmError, squeue
-
     if record.latest_job is None:
         return None
     job_id = record.latest_job.job_id
     try:
-        return next((e.state for e in squeue([job_id]) if e.job_id == job_id), None)
-    except SlurmError:
+        return next((e.state for e in slurmcmd.squeue([job_id]) if e.job_id == job_id), None)
+    except slurmcmd.SlurmError:
         return None
 
 
 def header(logs: Logs, attempt: int) -> None:
     """``==> attempt N (job J, host H, started T) <==`` on stderr, after stdout's pending bytes."""
-    facts = attempt_facts(logs.folder / f"attempt-{attempt}" / "attempt.json")
+    facts = attempt_facts(logs.files.attempt_record(attempt))
     missing = "" if logs.path(attempt).exists() else f"no {logs.file_name}"
     parts = [part for part in (facts, missing) if part]
     described = f" ({', '.join(parts)})" if parts else ""
@@ -217,7 +213,7 @@ def follow(layout: Layout, record: RunRecord, logs: Logs, attempt: int, *, only:
     cursor = Cursor(logs, attempt)
     while True:
         later = next((a for a in logs.attempts() if a > cursor.attempt), None)
-        ended = later is None and run_ended(layout, record.run_id, logs.folder)
+        ended = later is None and run_ended(layout, record.run_id, logs.files)
         cursor.pump()  # after looking: whatever was written before the end is printed
         if ended:
             time.sleep(POLL_S)  # other ranks may finish writing just after rank 0 records the end
@@ -261,10 +257,10 @@ class Cursor:
             self.announced = True
 
 
-def run_ended(layout: Layout, run_id: str, folder: Path) -> bool:
+def run_ended(layout: Layout, run_id: str, files: LogFiles) -> bool:
     """status.json says FINISHED, FAILED or KILLED, for the latest job of the run."""
     try:
-        text = (folder / "status.json").read_text()
+        text = files.status.read_text()
     except OSError:
         return False
     record = read_record(layout, run_id)  # a relaunch adds a job: the old status is stale then
@@ -272,8 +268,6 @@ def run_ended(layout: Layout, run_id: str, folder: Path) -> bool:
 
 
 def _silence_stdout() -> None:
-    import os
-
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, sys.stdout.fileno())  # so the flush at exit does not fail again
 

@@ -14,7 +14,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from blocktrain.core.paths import Layout
+from blocktrain.core.paths import Layout, project_root
 from blocktrain.errors import BlocktrainError
 from blocktrain.launch import slurmcmd, statusview
 from blocktrain.launch.records import RunRecord, all_records, find_runs
@@ -70,8 +70,6 @@ def _positive_seconds(text: str) -> float:
 
 def main(argv: Sequence[str] | None = None) -> int:
     options = build_parser().parse_args(argv)
-    from blocktrain.core.paths import project_root
-
     layout = Layout(project_root(Path.cwd()))
     try:
         if options.watch is not None:
@@ -166,14 +164,14 @@ def select(layout: Layout, idents: Sequence[str]) -> list[RunRecord]:
 
 def read_local(layout: Layout, run_id: str) -> LocalStatus:
     """status.json and the newest ``attempt-N`` folder of one run; empty when it has no logs."""
-    folder = layout.run_logs(run_id)
+    files = layout.log_files(run_id)
     try:
-        touched = folder.stat().st_mtime
-        attempts = statusview.attempt_numbers(path.name for path in folder.iterdir())
+        touched = files.folder.stat().st_mtime
+        attempts = files.attempt_numbers()
     except OSError:
         return LocalStatus()
     try:
-        text = (folder / "status.json").read_text()
+        text = files.status.read_text()
     except OSError:
         text = None  # not written yet: rank 0 writes it every 30 s and at the end
     return statusview.local_status(text, max(attempts, default=None), touched)

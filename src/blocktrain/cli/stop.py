@@ -13,15 +13,16 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from blocktrain.core.paths import Layout
+from blocktrain.core.paths import Layout, project_root
 from blocktrain.errors import BlocktrainError
+from blocktrain.launch import mlflowruns, slurmcmd
 from blocktrain.launch.records import RunRecord, find_runs
 
 
 def _parser(prog: str, description: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=prog, description=description)
     parser.add_argument(
-        "ids", nargs="+", metavar="RUN|JOB", help="run id (or 8+ character prefix) or Slurm job id"
+        "ids", nargs="+", metavar="RUN|JOB", help="run id (or 6+ character prefix) or Slurm job id"
     )
     return parser
 
@@ -38,15 +39,11 @@ def _runs(layout: Layout, ids: Sequence[str]) -> list[RunRecord]:
 
 def _active(records: Sequence[RunRecord]) -> dict[str, str]:
     """Job id -> Slurm state, for the records' latest jobs that are still queued or running."""
-    from blocktrain.launch import slurmcmd
-
     latest = [r.latest_job.job_id for r in records if r.latest_job is not None]
     return {e.job_id: e.state for e in slurmcmd.squeue(latest) if e.job_id in latest}
 
 
 def stop(layout: Layout, records: Sequence[RunRecord]) -> list[str]:
-    from blocktrain.launch import slurmcmd
-
     active = _active(records)
     lines: list[str] = []
     for record in records:
@@ -59,8 +56,8 @@ def stop(layout: Layout, records: Sequence[RunRecord]) -> list[str]:
             _mark_killed(layout, record)
             lines.append(f"run {record.run_id}: job {job} was pending; cancelled")
             continue
-        (layout.run_dir(record.run_id) / "stop").touch()
-        signal = str(record.profile_values.get("signal", "USR1")).removeprefix("SIG")
+        layout.run(record.run_id).stop_marker.touch()
+        signal = str(record.profile_values.get("signal", "USR2")).removeprefix("SIG")
         slurmcmd.run(["scancel", f"--signal={signal}", job])
         lines.append(f"run {record.run_id}: job {job} checkpoints and stops; resume with "
                      f"slurm-launch --run-id {record.run_id}")  # fmt: skip
@@ -68,8 +65,6 @@ def stop(layout: Layout, records: Sequence[RunRecord]) -> list[str]:
 
 
 def cancel(layout: Layout, records: Sequence[RunRecord]) -> list[str]:
-    from blocktrain.launch import slurmcmd
-
     active = _active(records)
     lines: list[str] = []
     for record in records:
@@ -85,16 +80,12 @@ def cancel(layout: Layout, records: Sequence[RunRecord]) -> list[str]:
 
 
 def _mark_killed(layout: Layout, record: RunRecord) -> None:
-    from blocktrain.launch import mlflowruns
-
     store = mlflowruns.backend(record.tracking_uri, layout.root)
     if str(store.get_run(record.run_id).info.status) in ("RUNNING", "SCHEDULED"):
         store.set_status(record.run_id, "KILLED", None)
 
 
 def _main(prog: str, description: str, action: str, argv: Sequence[str] | None) -> int:
-    from blocktrain.core.paths import project_root
-
     options = _parser(prog, description).parse_args(argv)
     try:
         layout = Layout(project_root(Path.cwd()))

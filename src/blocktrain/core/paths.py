@@ -87,6 +87,16 @@ class LaunchFiles:
         """Requeue markers, one per job, that the batch script acts on after the step ends."""
         return self.folder / "requeue"
 
+    @property
+    def git_diff(self) -> Path:
+        """The uncommitted changes the code copy was made with (also an MLflow artifact)."""
+        return self.folder / "git.diff"
+
+    @property
+    def watcher_log(self) -> Path:
+        """The output of the job that records how the launch's job ended (``%j``: its id)."""
+        return self.folder / "finalize-%j.out"
+
 
 @dataclass(frozen=True, slots=True)
 class LogFiles:
@@ -105,6 +115,11 @@ class LogFiles:
     def status(self) -> Path:
         """The run's last known state (JSON), what slurm-status shows without asking MLflow."""
         return self.folder / "status.json"
+
+    @property
+    def code(self) -> Path:
+        """The uncommitted changes (``git.diff``) of the code the run started from."""
+        return self.folder / "code"
 
     def attempt_numbers(self) -> list[int]:
         numbers = (name.removeprefix("attempt-") for name in _names(self.folder, "attempt-*"))
@@ -159,3 +174,6 @@ class Layout:
 
     def run_logs(self, run_id: str) -> Path:
         return self.logs / run_id
+
+    def log_files(self, run_id: str) -> LogFiles:
+        return LogFiles(self.run_logs(run_id))

@@ -1,1 +1,2 @@
-"""Launching entry functions as Slurm jobs: profiles, run records, submission, the task worker."""
+"""Launching entry functions as Slurm jobs: the launch flow (:mod:`.launcher`), profiles, run
+records, batch scripts, submission, the task worker."""

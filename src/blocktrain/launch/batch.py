@@ -1,6 +1,7 @@
 """The batch script around the tasks: pure rendering, checked against golden files.
 
-submitit renders the ``#SBATCH`` header and the ``srun`` line; blocktrain adds the container
+The ``#SBATCH`` header and the ``srun`` line are submitit's (its executor writes the script it
+submits; :func:`render` writes the same text for ``--dry-run``); blocktrain adds the container
 wrapping of each task, the environment, and the teardown that requeues the job when its tasks
 asked for it. The teardown runs in the batch shell, outside any container, because it needs
 Slurm's commands.
@@ -12,6 +13,7 @@ import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 from blocktrain.launch.profile import Profile, time_minutes
 
@@ -118,11 +120,58 @@ def plan(
 
 
 def render(batch: BatchPlan, array_size: int | None = None) -> str:
-    """The batch script submitit would write for this plan (for --dry-run and golden tests)."""
-    from submitit.slurm.slurm import _make_sbatch_string  # pyright: ignore[reportPrivateUsage]
+    """The batch script submitit writes for this plan (for --dry-run and golden tests).
 
-    command = " ".join(
-        [batch.python, "-u -m submitit.core._submit", shlex.quote(str(batch.folder))]
-    )
-    extra = {"map_count": array_size} if array_size and array_size > 1 else {}
-    return _make_sbatch_string(command=command, folder=batch.folder, **batch.parameters, **extra)  # pyright: ignore[reportArgumentType]
+    Rendered here the way submitit renders it, not through submitit's private renderer; the
+    Slurm integration test checks that a submitted job's script is this text.
+    """
+    array = array_size if array_size and array_size > 1 else None
+    logs = batch.folder / ("%A_%a_%t_log" if array else "%j_%t_log")  # submitit's file names
+    out, err = f"{logs}.out", f"{logs}.err"
+    srun = shlex.join(["srun", "--unbuffered", "--output", out, "--error", err])
+    command = f"{batch.python} -u -m submitit.core._submit {shlex.quote(str(batch.folder))}"
+    return "\n".join([
+        "#!/bin/bash", "", "# Parameters", *sbatch_lines(batch.parameters, array, out, err),
+        "", "# setup", *_strings(batch.parameters.get("setup")),
+        "", "# command", "export SUBMITIT_EXECUTOR=slurm", f"{srun} {command}", "",
+        "", "# teardown", *_strings(batch.parameters.get("teardown")),
+    ])  # fmt: skip
+
+
+_NOT_SBATCH = frozenset(
+    {"setup", "teardown", "signal_delay_s", "additional_parameters", "array_parallelism"}
+)
+"""Executor parameters that are no ``#SBATCH`` line of their own."""
+_ARRAY_PARALLELISM = 256  # submitit's default
+
+
+def sbatch_lines(
+    parameters: Mapping[str, object], array_size: int | None, out: str, err: str
+) -> list[str]:
+    """The ``#SBATCH`` lines, sorted by name; ``additional_parameters`` win over the rest."""
+    flags = {k: v for k, v in parameters.items() if v is not None and k not in _NOT_SBATCH}
+    # submitit's fixed signal; the profile's, in additional_parameters, replaces it below.
+    flags["signal"] = f"USR2@{parameters.get('signal_delay_s')}"
+    if array_size is not None:
+        limit = parameters.get("array_parallelism")
+        parallel = min(array_size, limit if isinstance(limit, int) else _ARRAY_PARALLELISM)
+        flags["array"] = f"0-{array_size - 1}%{parallel}"
+    flags["output"] = out.replace("%t", "0")
+    flags["error"] = err.replace("%t", "0")
+    flags["open-mode"] = "append"
+    flags.update(_mapping(parameters.get("additional_parameters")))
+    return [_sbatch_flag(name, flags[name]) for name in sorted(flags)]
+
+
+def _sbatch_flag(name: str, value: object) -> str:
+    """``#SBATCH --name=value``; ``True`` is the bare flag."""
+    flag = f"#SBATCH --{name.replace('_', '-')}"
+    return flag if value is True else f"{flag}={shlex.quote(str(value))}"
+
+
+def _strings(value: object) -> list[str]:
+    return [str(line) for line in cast("list[object]", value)] if isinstance(value, list) else []
+
+
+def _mapping(value: object) -> dict[str, object]:
+    return cast("dict[str, object]", value) if isinstance(value, dict) else {}

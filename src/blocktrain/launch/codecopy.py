@@ -61,3 +61,8 @@ def import_paths(code_dir: Path) -> list[str]:
     """Where Python finds the project's modules inside a copy: ``src/`` layout first."""
     paths = [code_dir / "src", code_dir]
     return [str(p) for p in paths if p.is_dir()]
+
+
+def planned_import_paths(root: Path, code_dir: Path) -> list[str]:
+    """:func:`import_paths` of a copy of ``root`` in ``code_dir`` not made yet (a dry run)."""
+    return [str(code_dir / Path(p).relative_to(root)) for p in import_paths(root)]

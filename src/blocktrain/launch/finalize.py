@@ -11,11 +11,14 @@ the job, and sends the Slack message the dead process could not.
 from __future__ import annotations
 
 import os
+import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from blocktrain.core.paths import Layout
+from blocktrain.core.redact import Redactor
+from blocktrain.launch import mlflowruns, slurmcmd
 from blocktrain.launch.records import RunRecord, read_record
 
 WATCHER_NAME = "blocktrain-finalize"
@@ -34,10 +37,6 @@ def watcher_command(python: str, root: Path, run_ids: Sequence[str]) -> list[str
 
 def sbatch_watcher(job_id: str, python: str, root: Path, run_ids: Sequence[str], log: Path) -> str:
     """Submit the watcher for ``job_id`` (a whole array when it is one); returns its job id."""
-    import shlex
-
-    from blocktrain.launch import slurmcmd
-
     base_job = job_id.split("_", 1)[0]
     out = slurmcmd.run([
         "sbatch", "--parsable", f"--job-name={WATCHER_NAME}", f"--dependency=afterany:{base_job}",
@@ -49,8 +48,6 @@ def sbatch_watcher(job_id: str, python: str, root: Path, run_ids: Sequence[str],
 
 def finalize(layout: Layout, run_ids: Sequence[str]) -> list[tuple[str, str]]:
     """Close every open run among ``run_ids``; returns (run id, status set) for those it closed."""
-    from blocktrain.launch import mlflowruns
-
     closed: list[tuple[str, str]] = []
     for run_id in run_ids:
         record = read_record(layout, run_id)
@@ -67,8 +64,6 @@ def finalize(layout: Layout, run_ids: Sequence[str]) -> list[tuple[str, str]]:
 
 
 def _slurm_state(record: RunRecord) -> str:
-    from blocktrain.launch import slurmcmd
-
     job = record.latest_job
     if job is None:
         return "UNKNOWN"
@@ -84,8 +79,7 @@ def _slurm_state(record: RunRecord) -> str:
 
 
 def _notify(record: RunRecord, state: str, status: str) -> None:
-    from blocktrain.core.redact import Redactor
-    from blocktrain.notify import NotifyConfig, post
+    from blocktrain.notify import NotifyConfig, post  # only when a run ended unreported
 
     config = NotifyConfig.from_environ(os.environ)
     job = record.latest_job.job_id if record.latest_job else "?"

@@ -61,7 +61,8 @@ class Profile:
     mem: str | None = None
     time: str | int = "01:00:00"
     """Slurm's formats (``HH:MM:SS``, ``D-HH:MM``, ...) or whole minutes."""
-    signal: str = "USR1"
+    signal: str = "USR2"
+    """Sent ``signal_lead_s`` before the time limit; not USR1, which NCCL may catch."""
     signal_lead_s: int = 120
     restarts: Restarts = field(default_factory=Restarts)
     account: str | None = None

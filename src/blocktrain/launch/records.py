@@ -67,16 +67,14 @@ def read_record(layout: Layout, run_id: str) -> RunRecord:
     try:
         return RunRecord.from_json(path.read_text())
     except FileNotFoundError:
-        raise BlocktrainError(
-            f"no run {run_id} in {layout.state / 'runs'}; see slurm-status --all"
-        ) from None
+        raise BlocktrainError(f"no run {run_id} in {layout.runs}; see slurm-status --all") from None
     except (ValueError, TypeError, KeyError) as exc:
         raise BlocktrainError(f"run record {path} is unreadable ({exc})") from None
 
 
 def update_record(layout: Layout, run_id: str, change: Callable[[RunRecord], None]) -> RunRecord:
     """Read, change and write back one record under its lock."""
-    with locked(layout.run_dir(run_id) / ".lock"):
+    with locked(layout.run(run_id).lock):
         record = read_record(layout, run_id)
         change(record)
         write_record(layout, record)
@@ -85,12 +83,17 @@ def update_record(layout: Layout, run_id: str, change: Callable[[RunRecord], Non
 
 def all_records(layout: Layout) -> Iterator[RunRecord]:
     """Every readable record, newest first; unreadable ones are skipped (not this project's)."""
-    paths = sorted((layout.state / "runs").glob("*/run.json"), key=_mtime, reverse=True)
+    paths = sorted(_record_paths(layout), key=_mtime, reverse=True)
     for path in paths:
         try:
             yield RunRecord.from_json(path.read_text())
         except (OSError, ValueError, TypeError, KeyError):
             continue
+
+
+def _record_paths(layout: Layout) -> list[Path]:
+    folders = layout.runs.iterdir() if layout.runs.is_dir() else ()
+    return [path for path in (layout.run(f.name).record for f in folders) if path.is_file()]
 
 
 def _mtime(path: Path) -> float:

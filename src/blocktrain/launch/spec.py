@@ -6,6 +6,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from blocktrain.core.paths import RunFiles
 from blocktrain.core.values import JSON
 
 
@@ -15,19 +16,17 @@ class JobSpec:
     entry: str
     """``module:function``."""
     args: dict[str, JSON]
-    project_root: str
     code_dir: str
     run_dir: str
     log_dir: str
     requeue_dir: str
     attempt_base: int = 0
-    restart_signal: str = "USR1"
+    restart_signal: str = "USR2"
     lead_s: int = 120
     time_limit_s: int | None = None
     budgets: dict[str, int | str] = field(default_factory=dict[str, int | str])
     tracking_uri: str | None = None
     experiment: str | None = None
-    run_name: str | None = None
 
     def environment(self) -> dict[str, str]:
         """The variables the task runs with: the tracker, the restart protocol, the checkpoints."""
@@ -35,7 +34,7 @@ class JobSpec:
             "BLOCKTRAIN_RUN_ID": self.run_id,
             "BLOCKTRAIN_RUN_DIR": self.run_dir,
             "BLOCKTRAIN_LOG_DIR": self.log_dir,
-            "BLOCKTRAIN_CHECKPOINT_DIR": str(Path(self.run_dir) / "checkpoints"),
+            "BLOCKTRAIN_CHECKPOINT_DIR": str(RunFiles(Path(self.run_dir)).checkpoints),
             "BLOCKTRAIN_REQUEUE_DIR": self.requeue_dir,
             "BLOCKTRAIN_ATTEMPT_BASE": str(self.attempt_base),
             "BLOCKTRAIN_RESTART_SIGNAL": self.restart_signal,

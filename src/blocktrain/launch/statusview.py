@@ -128,11 +128,6 @@ def _floats(raw: dict[str, object]) -> dict[str, float]:
     return {k: v for k, v in values.items() if v is not None and math.isfinite(v)}
 
 
-def attempt_numbers(names: Iterable[str]) -> list[int]:
-    """The attempts among a run's log folder names (``attempt-1``, ``attempt-2``), in order."""
-    return sorted(int(n[8:]) for n in names if n.startswith("attempt-") and n[8:].isdigit())
-
-
 def epoch(stamp: str | None) -> float | None:
     """``2026-01-31T12:00:00+0100`` (records, attempt.json) as epoch seconds."""
     try:

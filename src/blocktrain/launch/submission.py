@@ -1,4 +1,9 @@
-"""Submission through submitit: the only module that creates Slurm jobs."""
+"""Submission through submitit: the only module that creates Slurm jobs.
+
+:class:`Scheduler` is what the launcher asks of Slurm: submit a launch's tasks, and say which
+jobs are still queued. :class:`SlurmScheduler` is the real one; submitit is imported only when
+it submits.
+"""
 
 from __future__ import annotations
 
@@ -7,15 +12,70 @@ import os
 import sys
 import tempfile
 from collections.abc import Generator, Sequence
-from typing import IO, TYPE_CHECKING
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Protocol
 
 from blocktrain.errors import BlocktrainError
-from blocktrain.launch import slurmcmd
+from blocktrain.launch import finalize, slurmcmd
 from blocktrain.launch.batch import BatchPlan
+from blocktrain.launch.slurmcmd import QueueEntry
+from blocktrain.launch.spec import JobSpec
 from blocktrain.launch.worker import Worker
 
 if TYPE_CHECKING:
     from submitit import SlurmExecutor
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class BatchJobs:
+    """One submission: a task set per run (one job array for several), and their watcher."""
+
+    plan: BatchPlan
+    specs: tuple[JobSpec, ...]
+    project_root: Path
+    host_python: str
+    """The launcher's Python, which the watcher job runs."""
+    watcher_log: Path
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Submitted:
+    job_id: str
+    """``123``, or ``120_3`` for element 3 of array job 120."""
+    watcher_id: str
+
+
+class Scheduler(Protocol):
+    """What the launcher asks of Slurm."""
+
+    def submit(self, jobs: BatchJobs) -> list[Submitted]:
+        """Submit every spec of ``jobs``; one :class:`Submitted` per spec, in order."""
+        ...
+
+    def queued(self, job_ids: Sequence[str]) -> list[QueueEntry]:
+        """The queue entries of these jobs (and of other elements of their arrays)."""
+        ...
+
+
+class SlurmScheduler:
+    """The cluster's own Slurm, through submitit, ``sbatch`` and ``squeue``."""
+
+    def submit(self, jobs: BatchJobs) -> list[Submitted]:
+        job_ids = submit(jobs.plan, [Worker(spec) for spec in jobs.specs])
+        try:
+            watcher = finalize.sbatch_watcher(
+                job_ids[0], jobs.host_python, jobs.project_root,
+                [spec.run_id for spec in jobs.specs], log=jobs.watcher_log,
+            )  # fmt: skip
+        except BaseException:
+            # Without its watcher a job could die unrecorded: take the job back too.
+            slurmcmd.run(["scancel", *sorted({j.split("_", 1)[0] for j in job_ids})])
+            raise
+        return [Submitted(job_id=job_id, watcher_id=watcher) for job_id in job_ids]
+
+    def queued(self, job_ids: Sequence[str]) -> list[QueueEntry]:
+        return slurmcmd.squeue(job_ids)
 
 
 def submit(plan: BatchPlan, workers: Sequence[Worker]) -> list[str]:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from blocktrain.core.files import write_text_atomic
+from blocktrain.core.paths import RunFiles
 from blocktrain.entry import validate
 from blocktrain.entry.argfiles import ArgSet
 from blocktrain.errors import BlocktrainError, RequeueRequested, StopRequested
@@ -27,8 +28,6 @@ from blocktrain.launch.spec import JobSpec
 
 if TYPE_CHECKING:
     from blocktrain.restart import RestartConfig
-
-FINISHED = "finished"
 
 
 def load_entry(entry: str) -> Callable[..., Any]:
@@ -57,9 +56,9 @@ class Worker:
         os.environ.update(self.spec.environment())
         for path in reversed(import_paths(Path(self.spec.code_dir))):
             sys.path.insert(0, path)
-        run_dir = Path(self.spec.run_dir)
+        run = RunFiles(Path(self.spec.run_dir))
         context = job_context(os.environ)
-        if (run_dir / FINISHED).exists() and context.restart_count > 0:
+        if run.finished_marker.exists() and context.restart_count > 0:
             sys.stderr.write(f"blocktrain: run {self.spec.run_id} already finished; not rerun\n")
             return
         func = load_entry(self.spec.entry)
@@ -73,7 +72,7 @@ class Worker:
             (config.marker_dir / config.job_key).unlink(missing_ok=True)
         if context.world_size > 1 and "MASTER_PORT" not in os.environ:
             key = f"{config.job_key}-{context.restart_count}"
-            os.environ["MASTER_PORT"] = str(agree_port(run_dir / "rendezvous", key, context.rank))
+            os.environ["MASTER_PORT"] = str(agree_port(run.rendezvous, key, context.rank))
         with restart.protocol(config), distributed.process_group():
             try:
                 func(**kwargs)
@@ -86,7 +85,7 @@ class Worker:
                     _requeue_after_crash(config)
                 raise
         if context.is_rank_zero:
-            (run_dir / FINISHED).touch()
+            run.finished_marker.touch()
         distributed.exit_without_finalizing()
 
 

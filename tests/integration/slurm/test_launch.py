@@ -14,6 +14,9 @@ from pathlib import Path
 import pytest
 from launch_project import LaunchProject
 
+from blocktrain.core.paths import Layout
+from blocktrain.launch.launcher import DRY_RUN_ID
+from blocktrain.launch.records import read_record
 from slurm_service import SlurmCluster
 
 pytestmark = pytest.mark.integration
@@ -78,6 +81,7 @@ def test_two_task_ddp_job_completes_with_params_metrics_and_logs(
     (project.root / "exp.yaml").write_text("steps: 60\nstep_seconds: 0.0\n")
     run_id, job_id = project.launch("train", "--args", "exp.yaml")
     assert project.run_status(run_id) == "SCHEDULED"
+    assert submitted_script(project, run_id, job_id) == dry_run_script(project, run_id)
     project.wait(lambda: project.run_status(run_id) in FINAL, 240, f"run {run_id} to end")
     assert project.run_status(run_id) == "FINISHED"
     assert project.params(run_id) == {
@@ -98,6 +102,23 @@ def test_two_task_ddp_job_completes_with_params_metrics_and_logs(
         project.root / ".blocktrain" / "runs" / run_id / "final.pt",
         reference_weights(project, tmp_path, 60),
     )
+
+
+def submitted_script(project: LaunchProject, run_id: str, job_id: str) -> str:
+    """The batch script submitit handed to sbatch."""
+    layout = Layout(project.root)
+    launch_id = read_record(layout, run_id).launch_id
+    return (layout.launch(launch_id).submitit / f"{job_id}_submission.sh").read_text()
+
+
+def dry_run_script(project: LaunchProject, run_id: str) -> str:
+    """What --dry-run shows for the same launch (blocktrain renders it, not submitit), with the
+    paths of the launch that ran."""
+    done = project.command("slurm-launch", "train", "--args", "exp.yaml", "--dry-run")
+    assert done.returncode == 0, done.stderr
+    launch_id = read_record(Layout(project.root), run_id).launch_id
+    script = done.stdout[done.stdout.index("#!/bin/bash") :]
+    return script.replace(f"/{DRY_RUN_ID}/", f"/{launch_id}/")
 
 
 def _training(project: LaunchProject, run_id: str, attempt: int) -> bool:
@@ -135,7 +156,7 @@ def test_preempted_three_times_and_timed_out_once_ends_bit_identical(
         )
         done = project.command(*command)
         assert done.returncode == 0, done.stderr
-    # Attempt 4 runs into its time limit: Slurm's USR1 comes 60 s before it.
+    # Attempt 4 runs into its time limit: Slurm's USR2 comes 60 s before it.
     project.wait(lambda: _training(project, run_id, 4), 180, "attempt 4 to train")
     project.wait(lambda: "stopping after" in project.log(run_id, 4), 150, "the time-limit signal")
     project.wait(

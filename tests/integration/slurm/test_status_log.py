@@ -1,5 +1,6 @@
-"""slurm-status and slurm-log against the local cluster: a real two-element job array of the
-demo, launched by slurm-launch in a throw-away project, watched from pending to completed."""
+"""slurm-status and slurm-log against the local cluster: a real two-element job array of
+tests/shapes_demo.py, launched by slurm-launch in a throw-away project, watched from pending to
+completed."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ if TYPE_CHECKING:
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[3]
+DEMO = REPO / "tests" / "shapes_demo.py"
 BIN = Path(sys.executable).parent
 DONE_TIMEOUT_S = 300.0  # two demo runs of ~15 s each; the elements may run one after the other
 ENDED = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY")
@@ -27,7 +29,9 @@ ENDED = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEM
 
 def make_project(root: Path) -> Path:
     root.mkdir(parents=True, exist_ok=True)
-    (root / "pyproject.toml").write_text('[tool.blocktrain]\nentry-module = "blocktrain.demo"\n')
+    (root / "pyproject.toml").write_text('[tool.blocktrain]\nentry-module = "shapes_demo"\n')
+    # A top-level module of the project: the frozen code copy carries it to the jobs.
+    shutil.copy(DEMO, root / DEMO.name)
     (root / "slurm").mkdir(exist_ok=True)
     shutil.copy(REPO / "slurm" / "local.yaml", root / "slurm" / "local.yaml")
     return root
@@ -62,7 +66,7 @@ def launched(
     """The project, {run id: job id} of the array, and slurm-status's rows just after launch."""
     project = make_project(tmp_path_factory.mktemp("status-project"))
     for name in ("a.yaml", "b.yaml"):
-        shutil.copy(REPO / "scripts" / "demo.yaml", project / name)
+        shutil.copy(DEMO.with_suffix(".yaml"), project / name)
     done = command(
         slurm_cluster, project, "slurm-launch", "train", "--args", "a.yaml", "--args", "b.yaml",
         "--set", "steps=40",
@@ -221,7 +225,7 @@ def test_status_lists_100_synthetic_records(slurm_cluster: SlurmCluster, tmp_pat
 def synthetic_record(run_id: str, index: int) -> dict[str, object]:
     return {
         "run_id": run_id,
-        "entry": "blocktrain.demo:train",
+        "entry": "shapes_demo:train",
         "args": {"steps": index},
         "profile": "local",
         "profile_values": {},

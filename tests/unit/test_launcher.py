@@ -1,0 +1,250 @@
+"""The launch flow without a cluster: records, frozen code and MLflow runs for real (the
+project's embedded SQLite store), Slurm replaced by a scheduler that records what it is asked.
+
+What Slurm makes of a submission is tested on the local cluster (tests/integration/slurm).
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from blocktrain.core.paths import Layout
+from blocktrain.errors import ArgsError, BlocktrainError
+from blocktrain.launch import batch, mlflowruns
+from blocktrain.launch.launcher import DRY_RUN_ID, LaunchRequest, LaunchResult, launch
+from blocktrain.launch.profile import ProfileError, load_profile
+from blocktrain.launch.records import read_record
+from blocktrain.launch.slurmcmd import QueueEntry
+from blocktrain.launch.submission import BatchJobs, Submitted
+from blocktrain.track import ATTEMPT_TAG
+from blocktrain.track.backend import EMBEDDED_DB, MlflowBackend
+
+MODULE = "launcher_entry"
+ENTRY_SOURCE = '''
+def train(*, steps: int = 5, lr: float = 0.1) -> None:
+    """Train a little.
+
+    Args:
+        steps: optimizer steps
+        lr: learning rate
+    """
+'''
+PROFILE = "partition: debug\nnodes: 1\ntasks_per_node: 2\ntime: 30\n"
+
+
+@dataclass
+class RecordingScheduler:
+    """Slurm's part, recorded: each submission gets the next job id (an array's elements
+    ``N_0``, ``N_1``, ...); ``queue`` is what squeue would list; ``refusal`` fails submissions."""
+
+    queue: list[QueueEntry] = field(default_factory=list[QueueEntry])
+    refusal: BlocktrainError | None = None
+    submitted: list[BatchJobs] = field(default_factory=list[BatchJobs])
+    asked: list[list[str]] = field(default_factory=list[list[str]])
+
+    def submit(self, jobs: BatchJobs) -> list[Submitted]:
+        self.submitted.append(jobs)
+        if self.refusal is not None:
+            raise self.refusal
+        job = 100 + len(self.submitted)
+        ids = [str(job)] if len(jobs.specs) == 1 else [f"{job}_{i}" for i in range(len(jobs.specs))]
+        return [Submitted(job_id=i, watcher_id=str(job + 50)) for i in ids]
+
+    def queued(self, job_ids: Sequence[str]) -> list[QueueEntry]:
+        self.asked.append(list(job_ids))
+        return list(self.queue)
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Iterator[Path]:
+    """A project with an entry module, a profile and an argument file, outside any git repo."""
+    project = tmp_path / "proj"
+    (project / "slurm").mkdir(parents=True)
+    (project / "pyproject.toml").write_text(f'[tool.blocktrain]\nentry-module = "{MODULE}"\n')
+    (project / f"{MODULE}.py").write_text(ENTRY_SOURCE)
+    (project / "slurm" / "local.yaml").write_text(PROFILE)
+    (project / "exp.yaml").write_text("steps: 7\n")
+    yield project
+    sys.modules.pop(MODULE, None)  # the next test's project holds a module of the same name
+
+
+@pytest.fixture(scope="module")
+def empty_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An embedded MLflow database with its tables made: creating them takes seconds."""
+    database = tmp_path_factory.mktemp("store") / EMBEDDED_DB
+    MlflowBackend(f"sqlite:///{database}")
+    return database
+
+
+@pytest.fixture
+def project(root: Path, empty_store: Path) -> Path:
+    """The project, with an embedded MLflow store of its own."""
+    shutil.copy(empty_store, root / EMBEDDED_DB)
+    return root
+
+
+def run(
+    root: Path, scheduler: RecordingScheduler, entry: str = "train", **request: Any
+) -> LaunchResult:
+    return launch(
+        LaunchRequest(entry=entry, **request),
+        root=root,
+        scheduler=scheduler,
+        environ={},  # the project's embedded store; the experiment is named after the folder
+    )
+
+
+def test_a_launch_freezes_the_code_creates_the_run_and_submits_its_plan(project: Path):
+    scheduler = RecordingScheduler()
+    result = run(project, scheduler, args=(project / "exp.yaml",))
+
+    layout = Layout(project)
+    [launched] = result.runs
+    record = read_record(layout, launched.run_id)
+    assert (launched.job_id, launched.logs) == ("101", layout.run_logs(record.run_id))
+    assert (record.entry, record.args, record.profile) == (
+        f"{MODULE}:train",
+        {"steps": 7, "lr": 0.1},
+        "local",
+    )
+    assert [(j.job_id, j.kind, j.watcher_id) for j in record.jobs] == [("101", "launch", "151")]
+    files = layout.launch(record.launch_id)
+    assert (files.code / f"{MODULE}.py").read_text() == ENTRY_SOURCE
+
+    mlflow_run = mlflowruns.backend(record.tracking_uri, project).get_run(record.run_id)
+    assert mlflow_run.info.status == "SCHEDULED"
+    assert mlflow_run.data.params == {"steps": "7", "lr": "0.1"}
+    assert mlflow_run.data.tags["blocktrain.launch_id"] == record.launch_id
+    assert mlflow_run.data.tags["blocktrain.code_dir"] == str(files.code)
+
+    [jobs] = scheduler.submitted
+    assert jobs.plan == batch.plan(
+        load_profile(project, "local"),
+        job_name="train",
+        folder=files.submitit,
+        project_root=project,
+        host_python=sys.executable,
+        code_paths=[str(files.code)],
+        requeue_dir=files.requeue,
+    )
+    assert files.requeue.is_dir()
+    assert (jobs.project_root, jobs.watcher_log) == (project, files.watcher_log)
+    [spec] = jobs.specs
+    assert (spec.run_id, spec.args, spec.attempt_base) == (record.run_id, record.args, 0)
+    assert spec.code_dir == str(files.code)
+    assert spec.environment()["BLOCKTRAIN_CHECKPOINT_DIR"] == str(
+        layout.run(record.run_id).checkpoints
+    )
+
+
+def test_several_argument_files_are_one_array_of_named_runs(project: Path):
+    (project / "b.yaml").write_text("lr: 0.5\n")
+    scheduler = RecordingScheduler()
+    result = run(project, scheduler, args=(project / "exp.yaml", project / "b.yaml"), name="abl")
+
+    assert [r.job_id for r in result.runs] == ["101_0", "101_1"]
+    [jobs] = scheduler.submitted
+    assert [s.run_id for s in jobs.specs] == [r.run_id for r in result.runs]
+    layout = Layout(project)
+    records = [read_record(layout, r.run_id) for r in result.runs]
+    assert [r.args for r in records] == [{"steps": 7, "lr": 0.1}, {"steps": 5, "lr": 0.5}]
+    assert [(r.name, r.array_index) for r in records] == [("abl-0", 0), ("abl-1", 1)]
+    assert {r.sweep_id for r in records} == {records[0].launch_id}
+
+
+def test_a_refused_submission_leaves_no_record_folder_or_active_run(project: Path):
+    scheduler = RecordingScheduler(refusal=BlocktrainError("sbatch failed: no controller"))
+    with pytest.raises(BlocktrainError, match="no controller"):
+        run(project, scheduler, args=(project / "exp.yaml",))
+
+    [jobs] = scheduler.submitted  # it got as far as submitting
+    [spec] = jobs.specs
+    layout = Layout(project)
+    assert list(layout.runs.iterdir()) == []
+    assert list((layout.state / "launches").iterdir()) == []
+    store = mlflowruns.backend(f"sqlite:///{project / EMBEDDED_DB}", project)
+    assert store.get_run(spec.run_id).info.lifecycle_stage == "deleted"
+    assert store.client.search_runs([store.experiment_id(project.name)]) == []
+
+
+def test_relaunch_submits_the_same_run_at_its_next_attempt(project: Path):
+    scheduler = RecordingScheduler()
+    [first] = run(project, scheduler, args=(project / "exp.yaml",)).runs
+    layout = Layout(project)
+    record = read_record(layout, first.run_id)
+    store = mlflowruns.backend(record.tracking_uri, project)
+    store.client.set_tag(first.run_id, ATTEMPT_TAG, "2")  # two attempts ran, then it stopped
+    run_files = layout.run(first.run_id)
+    run_files.stop_marker.touch()
+    run_files.finished_marker.touch()
+
+    result = run(project, scheduler, run_id=first.run_id)
+
+    assert scheduler.asked == [["101"]]
+    assert result.relaunched_after == 2
+    assert [(r.run_id, r.job_id) for r in result.runs] == [(first.run_id, "102")]
+    [spec] = scheduler.submitted[1].specs
+    assert (spec.run_id, spec.args, spec.attempt_base) == (first.run_id, record.args, 2)
+    assert spec.code_dir == str(layout.launch(record.launch_id).code)  # the launch's own copy
+    jobs = read_record(layout, first.run_id).jobs
+    assert [(j.job_id, j.kind) for j in jobs] == [("101", "launch"), ("102", "relaunch")]
+    assert not run_files.stop_marker.exists()
+    assert not run_files.finished_marker.exists()
+    assert len(store.client.search_runs([store.experiment_id(project.name)])) == 1
+
+
+def test_relaunch_is_refused_while_the_run_is_queued_or_with_other_arguments(project: Path):
+    scheduler = RecordingScheduler()
+    [first] = run(project, scheduler, args=(project / "exp.yaml",)).runs
+    scheduler.queue = [QueueEntry("101", "RUNNING", "0:10", "n1")]
+    with pytest.raises(BlocktrainError, match=r"still has a job in the queue: 101 \(RUNNING\)"):
+        run(project, scheduler, run_id=first.run_id)
+    scheduler.queue = []
+    with pytest.raises(BlocktrainError, match=r"immutable arguments.*steps: recorded 7, now 9"):
+        run(project, scheduler, run_id=first.run_id, overrides=("steps=9",))
+    assert len(scheduler.submitted) == 1
+    assert len(read_record(Layout(project), first.run_id).jobs) == 1
+
+
+@pytest.mark.parametrize(
+    ("request_fields", "error", "message"),
+    [
+        ({"slurm": ("nodez=2",)}, ProfileError, "nodez: unknown field for Profile"),
+        ({"profile": "huge"}, ProfileError, "no profile 'huge'"),
+        ({"args": (Path("missing.yaml"),)}, ArgsError, "missing.yaml: no such arguments file"),
+        ({"overrides": ("stepz=3",)}, ArgsError, "unknown argument 'stepz' for train"),
+        ({"entry": "trian"}, BlocktrainError, f"{MODULE} has no function 'trian'"),
+        ({"run_id": "0123456789abcdef"}, BlocktrainError, "no run 0123456789abcdef"),
+    ],
+)
+def test_bad_input_creates_nothing(
+    root: Path, request_fields: dict[str, Any], error: type[Exception], message: str
+):
+    scheduler = RecordingScheduler()
+    with pytest.raises(error, match=message):
+        run(root, scheduler, **request_fields)
+    assert scheduler.submitted == []
+    assert not (root / ".blocktrain").exists()
+    assert not (root / EMBEDDED_DB).exists()
+
+
+def test_dry_run_renders_the_plan_and_creates_nothing(root: Path):
+    scheduler = RecordingScheduler()
+    result = run(root, scheduler, args=(root / "exp.yaml",), dry_run=True)
+
+    assert result.runs == ()
+    assert result.plan is not None
+    shown, script = result.plan.split("#!/bin/bash", 1)
+    assert shown == f'# {root / "exp.yaml"}: {{"lr": 0.1, "steps": 7}}\n'
+    files = Layout(root).launch(DRY_RUN_ID)
+    assert f"--output={files.submitit}/%j_0_log.out" in script
+    assert f"export PYTHONPATH={files.code}" in script
+    assert scheduler.submitted == []
+    assert not (root / ".blocktrain").exists()
