@@ -2,15 +2,24 @@
 
 - :mod:`~blocktrain.train.config`: the settings (``TrainConfig``, ``EarlyStopping``,
   ``ExportConfig``; ``CheckpointConfig`` lives in :mod:`blocktrain.train.checkpoint`);
-- :mod:`~blocktrain.train.loop`: ``Trainer`` (fit, evaluate) and ``evaluate_model``;
+- :mod:`~blocktrain.train.loop`: ``Trainer`` (fit, evaluate, checkpoint state);
 - :mod:`~blocktrain.train.inference`: ``evaluate`` and ``predict`` from a run's checkpoint;
+- :mod:`~blocktrain.train.evaluation`: ``evaluate_model``, a model's metrics over all ranks;
+- :mod:`~blocktrain.train.device`: the device, mixed precision, the compiled and DDP-wrapped
+  model, ``seed_everything``;
+- :mod:`~blocktrain.train.outputs`: the end of a training: export folder and weights, plots;
 - :mod:`~blocktrain.train.metrics`, :mod:`~blocktrain.train.checkpoint`,
   :mod:`~blocktrain.train.export`, :mod:`~blocktrain.train.plots`,
-  :mod:`~blocktrain.train.progress`, :mod:`~blocktrain.train.data`: the pieces they use.
+  :mod:`~blocktrain.train.progress`, :mod:`~blocktrain.train.data`,
+  :mod:`~blocktrain.train.exchange`, :mod:`~blocktrain.train.logbook`,
+  :mod:`~blocktrain.train.state`: the pieces they use.
 
 Importing this package, or its config module, does not import torch, so that entry modules
 can take the configs as typed parameters and still load fast; the names below that need torch
 load on first use.
+
+Must not: talk to Slurm or decide on requeues (:mod:`blocktrain.restart` and
+:mod:`blocktrain.launch` do).
 """
 
 from __future__ import annotations
@@ -23,14 +32,16 @@ from blocktrain.train.config import EarlyStopping, ExportConfig, TrainConfig, Tr
 
 if TYPE_CHECKING:
     from blocktrain.train.checkpoint.saver import default_folder
+    from blocktrain.train.device import seed_everything
+    from blocktrain.train.evaluation import evaluate_model
     from blocktrain.train.inference import evaluate, find_checkpoint, load_weights, predict
-    from blocktrain.train.loop import Trainer, evaluate_model, seed_everything
+    from blocktrain.train.loop import Trainer
     from blocktrain.train.metrics import accuracy
 
 _LAZY = {
     "Trainer": "loop",
-    "evaluate_model": "loop",
-    "seed_everything": "loop",
+    "evaluate_model": "evaluation",
+    "seed_everything": "device",
     "accuracy": "metrics",
     "default_folder": "checkpoint.saver",
     "evaluate": "inference",

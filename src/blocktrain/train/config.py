@@ -3,6 +3,9 @@
 They hold plain values only (no torch types), so that an entry function can take them as
 parameters and an experiment YAML can fill them (``train: {epochs: 30, precision: bf16}``);
 importing this module does not import torch.
+
+Must not: import torch, or read the environment or files; the entry function passes the
+values in.
 """
 
 from __future__ import annotations

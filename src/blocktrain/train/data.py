@@ -5,6 +5,8 @@ every rank computes the same permutation and takes every world-size-th example);
 DataLoader gets the rank's index list minus the batches already consumed, so resuming
 mid-epoch reads none of them again. Evaluation shards are strided without padding, so every
 example counts exactly once. A DataLoader built by the caller is used as it is.
+
+Must not: fetch or cache dataset files (that is :mod:`blocktrain.data`), or train.
 """
 
 from __future__ import annotations

@@ -13,6 +13,9 @@ their flags, their estimates of how many steps make that interval, and the loss 
 log windows closed since the last exchange. It starts at one step boundary and is read at
 the next, when it has long finished. A checkpoint, an evaluation and the end of the training
 :meth:`Exchange.flush` the windows, so that their points come before what follows.
+
+Must not: wait for an all-reduce in the training thread, or act on what the ranks agree (the
+loop does).
 """
 
 from __future__ import annotations

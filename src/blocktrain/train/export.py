@@ -4,6 +4,8 @@ Every format is written from a CPU copy in eval mode, traced or exported with a 
 of inputs; the TorchScript and ONNX files are run on that batch and compared with PyTorch's
 output (ONNX through onnxruntime), so a file that computes something else is reported, not
 shipped silently. Each file goes to the current MLflow run in the background.
+
+Must not: train, or choose the weights or the folder (the caller passes them in).
 """
 
 from __future__ import annotations

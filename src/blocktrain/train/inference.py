@@ -5,6 +5,9 @@ A run's checkpoints are found where ``slurm-launch`` keeps them
 artifacts (``checkpoints/best`` or ``checkpoints/last``), downloaded and checked against
 their checksums. Both functions run on every rank of a distributed job: each rank takes every
 world-size-th example, and rank 0 reports.
+
+Must not: train or write checkpoints; it only reads them (and downloads them when none is
+local).
 """
 
 from __future__ import annotations
@@ -21,11 +24,13 @@ import torch
 import torch.distributed as dist
 
 from blocktrain import track
+from blocktrain.core.paths import Layout, RunFiles, project_root
 from blocktrain.distributed import rank_and_world
 from blocktrain.errors import BlocktrainError
 from blocktrain.train import data as datasets
 from blocktrain.train.checkpoint import files as checkpoint
-from blocktrain.train.loop import autocast, default_device, evaluate_model
+from blocktrain.train.device import autocast, default_device
+from blocktrain.train.evaluation import evaluate_model
 
 if TYPE_CHECKING:
     from torch import nn
@@ -40,8 +45,6 @@ Which = Literal["best", "last"]
 
 
 def _run_folder(run_id: str) -> Path:
-    from blocktrain.core.paths import Layout, project_root
-
     return Layout(project_root(Path.cwd())).checkpoints(run_id)
 
 
@@ -57,7 +60,6 @@ def _download(run_id: str, which: Which, into: Path) -> Path | None:
     """The run's uploaded checkpoint, downloaded under ``into`` and verified; None if absent."""
     from mlflow import MlflowClient
 
-    from blocktrain.core.paths import project_root
     from blocktrain.track.backend import tracking_uri
 
     client = MlflowClient(tracking_uri=tracking_uri(os.environ, project_root(Path.cwd())))
@@ -91,7 +93,8 @@ def find_checkpoint(
     where = folder if folder is not None else _run_folder(cast("str", run_id))
     found = _local(where, which)
     if found is None and run_id is not None:
-        found = _download(run_id, which, where.parent / "downloaded")
+        # A run's checkpoint folder is one of its run folder's files (RunFiles.checkpoints).
+        found = _download(run_id, which, RunFiles(where.parent).downloaded)
     if found is None:
         whose = f"run {run_id}" if run_id is not None else str(where)
         raise BlocktrainError(

@@ -5,6 +5,8 @@ costs the process CPU time (with the embedded SQLite store, tens of milliseconds
 under the GIL). Logging every step of a fast training one request at a time would slow the
 training down by several percent; queueing the points every few seconds, all at once, lets
 the writer send them in one request.
+
+Must not: send anything itself (the tracker's writer does), or import mlflow.
 """
 
 from __future__ import annotations

@@ -9,19 +9,19 @@ end a last checkpoint and the exports. Every piece is a method a subclass can re
 Under torch.distributed (every rank runs the same code) the model is wrapped in
 DistributedDataParallel, each rank reads its share of every global batch, metrics are
 reduced as sums and counts, and only rank 0 logs, prints and writes files.
+
+Must not: write files itself (the checkpointer and :mod:`blocktrain.train.outputs` do), talk
+to Slurm, or decide on requeues (the restart protocol, :mod:`blocktrain.restart`, does).
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import random
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
@@ -32,13 +32,25 @@ from blocktrain import distributed, restart, track
 from blocktrain.core.values import JSON, to_jsonable
 from blocktrain.errors import BlocktrainError
 from blocktrain.train import data as datasets
+from blocktrain.train import outputs
 from blocktrain.train.checkpoint import files as checkpoint_files
 from blocktrain.train.checkpoint.files import CheckpointConfig
 from blocktrain.train.checkpoint.saver import Best, Checkpointer, resume_state, storage_address
 from blocktrain.train.config import ExportConfig, TrainConfig
+from blocktrain.train.device import (
+    autocast,
+    check_precision,
+    compiled,
+    data_parallel,
+    default_device,
+    grad_scaler,
+    place,
+    seed_everything,
+)
+from blocktrain.train.evaluation import Evaluation, evaluate_model
 from blocktrain.train.exchange import Exchange, Point
 from blocktrain.train.logbook import Logbook
-from blocktrain.train.metrics import Confusion, MetricFn, Totals, is_classification
+from blocktrain.train.metrics import MetricFn, Totals
 from blocktrain.train.progress import Display, format_values
 from blocktrain.train.state import Progress
 
@@ -54,76 +66,8 @@ if TYPE_CHECKING:
 
 _log = logging.getLogger("blocktrain.train")
 CHECKPOINT_FORMAT = 1
-_AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 # However fast the steps, the ranks exchange (and agree on stopping) at least every so many.
 _EXCHANGE_MAX_STEPS = 1000
-
-
-def seed_everything(seed: int) -> None:
-    """Seed python's, numpy's and torch's (CUDA's too) global generators."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)  # pyright: ignore[reportUnknownMemberType]
-
-
-def default_device() -> torch.device:
-    """The GPU this process was bound to (see blocktrain.distributed), else the CPU."""
-    if torch.cuda.is_available():
-        return torch.device("cuda", torch.cuda.current_device())
-    return torch.device("cpu")
-
-
-def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager[Any]:
-    """Mixed precision for the forward pass (and the loss); a no-op for fp32."""
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=_AMP_DTYPES[precision])
-
-
-@dataclass(frozen=True, slots=True)
-class Evaluation:
-    """Metrics over every rank, and a classifier's confusion counts."""
-
-    values: dict[str, float]
-    confusion: torch.Tensor | None = None
-
-
-def evaluate_model(
-    model: nn.Module,
-    batches: Iterable[Any],
-    *,
-    device: torch.device,
-    loss_fn: LossFn | None = None,
-    metrics: Mapping[str, MetricFn] | None = None,
-    prefix: str = "val",
-    precision: str = "fp32",
-    channels_last: bool = False,
-) -> Evaluation:
-    """Metrics of ``model`` over this rank's ``batches``, reduced over all ranks (a collective).
-
-    Names are ``{prefix}_{metric}`` in the order given, then ``{prefix}_loss``.
-    """
-    totals = Totals(device)
-    confusion: Confusion | None = None
-    was_training = model.training
-    model.eval()
-    with torch.no_grad():
-        for batch in batches:
-            inputs, targets = datasets.split_batch(
-                datasets.to_device(batch, device, channels_last=channels_last)
-            )
-            with autocast(device, precision):
-                outputs = model(inputs)
-                loss = loss_fn(outputs, targets) if loss_fn is not None else None
-            for name, metric in (metrics or {}).items():
-                totals.add(f"{prefix}_{name}", metric(outputs, targets))
-            if loss is not None:
-                totals.add_mean(f"{prefix}_loss", loss, datasets.batch_size_of(inputs))
-            if is_classification(outputs, targets):
-                confusion = confusion or Confusion(int(outputs.shape[1]), device)
-                confusion.add(outputs, targets)
-    model.train(was_training)
-    return Evaluation(totals.reduce(), confusion.reduce() if confusion is not None else None)
 
 
 class Trainer:
@@ -153,16 +97,12 @@ class Trainer:
         self.config = config or TrainConfig()
         self.rank, self.world = distributed.rank_and_world()
         self.device = device or default_device()
-        if self.config.precision == "fp16" and self.device.type != "cuda":
-            raise BlocktrainError("precision fp16 needs a GPU; use bf16 or fp32 on the CPU")
-        self.model = model.to(self.device)
-        if self.config.channels_last:
-            self.model = self.model.to(memory_format=torch.channels_last)  # pyright: ignore[reportCallIssue]
+        check_precision(self.config.precision, self.device)
+        self.model = place(model, self.device, channels_last=self.config.channels_last)
         # What the forward passes call: compiled and/or DDP-wrapped. Evaluation skips DDP,
         # whose forward is a collective; checkpoints save the bare self.model.
-        compiled = torch.compile(self.model) if self.config.compile else self.model
-        self._eval_net = cast("nn.Module", compiled)
-        self.net = self._eval_net if self.world == 1 else self._ddp(self._eval_net)
+        self._eval_net = compiled(self.model, enabled=self.config.compile)
+        self.net = self._eval_net if self.world == 1 else data_parallel(self._eval_net, self.device)
         self.optimizer = optimizer
         self.scheduler = scheduler
         self.loss_fn = loss_fn
@@ -170,9 +110,7 @@ class Trainer:
         self.export_config = export
         self.class_names = list(class_names) if class_names is not None else None
         self.args: dict[str, JSON] = dict(args or {})
-        self.scaler = torch.amp.GradScaler(  # pyright: ignore[reportPrivateImportUsage]
-            self.device.type, enabled=self.config.precision == "fp16"
-        )
+        self.scaler = grad_scaler(self.device, self.config.precision)
         self.progress = Progress()
         self.tracker = track.current()
         self.logbook = Logbook(self.tracker, self.config.log_flush_seconds)
@@ -190,10 +128,6 @@ class Trainer:
         self._display = Display(0, enabled=False)
         self._evaluated_at: int | None = None
 
-    def _ddp(self, model: nn.Module) -> nn.Module:
-        ids = [self.device.index] if self.device.type == "cuda" else None
-        return DistributedDataParallel(model, device_ids=ids)
-
     # ---- the loop -----------------------------------------------------------------------
 
     def fit(self, train_data: Data, val_data: Data | None = None) -> dict[str, float]:
@@ -203,9 +137,24 @@ class Trainer:
         :func:`blocktrain.restart.stop_now` raises when the restart protocol stops the job,
         after the checkpoint is written.
         """
-        config = self.config
         if val_data is not None:
             self._check_monitor()
+        last_step, display = self._begin(train_data)
+        try:
+            self._epochs(train_data, val_data, last_step, display)
+            self._end(val_data, display)
+        except BaseException:
+            self._abandon()
+            raise
+        finally:
+            self.logbook.flush()
+            display.close()
+        self._finish(val_data if val_data is not None else train_data)
+        return self.last_evaluation.values if self.last_evaluation is not None else {}
+
+    def _begin(self, train_data: Data) -> tuple[int, Display]:
+        """Resume (or seed); the last step to train to, and the display that counts to it."""
+        config = self.config
         resumed_from = self._start()
         state = self.progress
         per_epoch = self._steps_per_epoch(train_data)
@@ -215,29 +164,31 @@ class Trainer:
             display.note(f"resumed from {resumed_from} (epoch {state.epoch}, step {state.step})")
         self._window_start = (time.perf_counter(), state.step * config.batch_size)
         self._last_exchange, self._next_exchange = (time.perf_counter(), state.step), 0
-        try:
-            while state.epoch < config.epochs and not self._stalled():
-                if not self._train_epoch(train_data, last_step, display):
-                    break  # max_steps came first
-                state.epoch += 1
-                state.position = 0
-                if val_data is not None and state.epoch % config.eval_every_epochs == 0:
-                    self._evaluate_and_keep(val_data, display)
-                self._epoch_scheduler_step()
-            self._report(self._exchange.flush())  # over: whatever it agrees, the end saves
-            if val_data is not None and self._evaluated_at != state.step:
+        return last_step, display
+
+    def _epochs(
+        self, train_data: Data, val_data: Data | None, last_step: int, display: Display
+    ) -> None:
+        """Epochs of steps, each followed by an evaluation when due and the epoch schedulers,
+        until the last epoch, ``last_step`` or early stopping."""
+        config, state = self.config, self.progress
+        while state.epoch < config.epochs and not self._stalled():
+            if not self._train_epoch(train_data, last_step, display):
+                break  # max_steps came first
+            state.epoch += 1
+            state.position = 0
+            if val_data is not None and state.epoch % config.eval_every_epochs == 0:
                 self._evaluate_and_keep(val_data, display)
-            self._save(wait=True)
-            if self.checkpointer is not None:
-                self.checkpointer.close()
-        except BaseException:
-            self._abandon()
-            raise
-        finally:
-            self.logbook.flush()
-            display.close()
-        self._finish(val_data if val_data is not None else train_data)
-        return self.last_evaluation.values if self.last_evaluation is not None else {}
+            self._epoch_scheduler_step()
+
+    def _end(self, val_data: Data | None, display: Display) -> None:
+        """The last values, an evaluation of the last step, and the last checkpoint, on disk."""
+        self._report(self._exchange.flush())  # over: whatever it agrees, the end saves
+        if val_data is not None and self._evaluated_at != self.progress.step:
+            self._evaluate_and_keep(val_data, display)
+        self._save(wait=True)
+        if self.checkpointer is not None:
+            self.checkpointer.close()
 
     def _train_epoch(self, data: Data, last_step: int, display: Display) -> bool:
         """Optimizer steps over the rest of the epoch; False when ``last_step`` comes first."""
@@ -337,15 +288,20 @@ class Trainer:
             stop, clock_due = agreed.stop, agreed.checkpoint_due
             self._next_exchange = self._last_exchange[1] + agreed.steps
         if step >= self._next_exchange and not stop:
-            now = time.perf_counter()
-            since, steps = self._last_exchange
-            per_step = max((now - since) / max(step - steps, 1), 1e-9)
-            every = max(1, min(_EXCHANGE_MAX_STEPS, int(self.config.poll_every_s / per_step)))
-            self._last_exchange = (now, step)
-            self._exchange.start(
-                stop=restart.signalled(), checkpoint_due=self._clock_due(), steps=every
-            )
+            self._start_exchange(step)
         return stop, clock_due
+
+    def _start_exchange(self, step: int) -> None:
+        """Start the next exchange, proposing as its interval the steps that take about
+        ``poll_every_s`` at the pace measured since the last one."""
+        now = time.perf_counter()
+        since, steps = self._last_exchange
+        per_step = max((now - since) / max(step - steps, 1), 1e-9)
+        every = max(1, min(_EXCHANGE_MAX_STEPS, int(self.config.poll_every_s / per_step)))
+        self._last_exchange = (now, step)
+        self._exchange.start(
+            stop=restart.signalled(), checkpoint_due=self._clock_due(), steps=every
+        )
 
     def _clock_due(self) -> bool:
         """Whether this rank's clock says a checkpoint is due (the exchange makes it unanimous)."""
@@ -566,53 +522,15 @@ class Trainer:
         config = self.export_config
         if config is None or self.rank != 0:
             return
-        from blocktrain.train import plots
         from blocktrain.train.export import export_model
 
-        folder = config.folder or self._default_export_folder()
-        weights = self._export_weights(config)
-        sample = self._sample_inputs(sample_data)
+        folder = outputs.export_folder(config, self.checkpointer)
+        weights = outputs.export_weights(config, self.checkpointer)
+        sample = outputs.sample_inputs(sample_data)
         self.exported = export_model(
             self.model, sample, folder, config, weights=weights, tracker=self.tracker
         )
         if config.plots:
-            paths = [plots.curves(self.progress.history, folder / "plots" / "curves.png")]
             confusion = self.last_evaluation.confusion if self.last_evaluation else None
-            if confusion is not None:
-                matrix = cast("list[list[int]]", confusion.tolist())  # pyright: ignore[reportUnknownMemberType]
-                path = folder / "plots" / "confusion_matrix.png"
-                paths.append(plots.confusion_matrix(matrix, path, self.class_names))
-            if self.tracker is not None:
-                for path in paths:
-                    self.tracker.log_artifacts(path, "plots")
-
-    def _default_export_folder(self) -> Path:
-        from pathlib import Path
-
-        if self.checkpointer is not None:
-            return self.checkpointer.folder.parent / "exports"
-        return Path("exports")
-
-    def _export_weights(self, config: ExportConfig) -> dict[str, Any] | None:
-        best = self.checkpointer.best() if self.checkpointer is not None else None
-        if config.weights == "best" and best is not None:
-            return checkpoint_files.load(best)["model"]
-        return None
-
-    def _sample_inputs(self, data: Data, count: int = 8) -> torch.Tensor:
-        batch = next(iter(_first_batches(data, count)))
-        inputs, _ = datasets.split_batch(batch)
-        if not isinstance(inputs, torch.Tensor):
-            raise BlocktrainError(
-                "exports need batches whose inputs are one tensor; set export=None and export "
-                "the model yourself"
-            )
-        return inputs[:count]
-
-
-def _first_batches(data: Data, count: int) -> Iterator[Any]:
-    if isinstance(data, torch.utils.data.DataLoader):
-        return iter(data)
-    length = datasets.dataset_length(data)
-    indices = list(range(min(count, length)))
-    return iter(torch.utils.data.DataLoader(data, batch_size=len(indices), sampler=indices))
+            history = self.progress.history
+            outputs.plot_training(folder, history, confusion, self.class_names, self.tracker)

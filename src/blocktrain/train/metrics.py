@@ -4,6 +4,8 @@ A metric function takes a batch's model outputs and targets and returns one valu
 example (``accuracy`` returns 1.0 or 0.0 for each). Each rank adds up values and counts; one
 all-reduce adds the ranks' totals; the mean is their quotient. Averaging per-rank averages
 would weigh a rank with fewer examples as much as a full one; this never does.
+
+Must not: log or print; the caller decides what to do with the values.
 """
 
 from __future__ import annotations

@@ -2,6 +2,8 @@
 
 Figures are drawn with matplotlib's object API onto Agg canvases, never through pyplot, so
 no backend is chosen globally and no window can open on a cluster node.
+
+Must not: import pyplot, or log to the run (the caller does); it only writes image files.
 """
 
 # matplotlib's stubs leave **kwargs untyped on nearly every drawing method.

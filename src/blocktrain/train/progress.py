@@ -3,6 +3,8 @@
 Only rank 0 shows anything. On a terminal the bar advances every step and shows the last
 logged values; in a log file (Slurm output, captured logs) one line per logged step and per
 evaluation is easier to read than a bar's carriage returns.
+
+Must not: log to the run or compute metrics; it only shows what it is given.
 """
 
 from __future__ import annotations

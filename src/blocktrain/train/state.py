@@ -1,4 +1,7 @@
-"""Where training stands: the part of a checkpoint that is neither tensors nor settings."""
+"""Where training stands: the part of a checkpoint that is neither tensors nor settings.
+
+Must not: import torch or hold tensors; it is plain values that a checkpoint stores as they are.
+"""
 
 from __future__ import annotations
 

@@ -17,6 +17,7 @@ import torch
 
 pytestmark = pytest.mark.integration
 TIMEOUT_S = 300
+DEMO = Path(__file__).resolve().parents[2] / "shapes_demo.py"
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +57,7 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 
 def demo(root: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     done = subprocess.run(
-        [sys.executable, "-m", "blocktrain.demo", *args],
+        [sys.executable, DEMO, *args],
         cwd=root, env=env, capture_output=True, text=True, timeout=TIMEOUT_S, check=False,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
@@ -123,7 +124,7 @@ def test_mlflow_model_has_a_signature_and_predicts_like_the_weights(
     import mlflow.pytorch
     from mlflow.models import get_model_info
 
-    from blocktrain.demo import network
+    from shapes_demo import network
 
     os.environ.setdefault("MLFLOW_TRACKING_URI", project["env"]["MLFLOW_TRACKING_URI"])
     uri = f"runs:/{project['run_id']}/model"

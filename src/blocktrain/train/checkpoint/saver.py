@@ -11,6 +11,9 @@ and backward passes run; :meth:`Checkpointer.before_update` waits for those copi
 One write is in flight at a time: the next save waits for it, and so does
 :meth:`Checkpointer.close`. A write that failed raises in the training thread at the next
 save or at close.
+
+Must not: know the file format (that is :mod:`blocktrain.train.checkpoint.files`), or decide
+to stop or requeue (that is :mod:`blocktrain.restart`).
 """
 
 from __future__ import annotations
