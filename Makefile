@@ -27,11 +27,16 @@ format: ## format and auto-fix the code
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix --quiet .
 
-lint: ## check formatting and lint rules without changing files
+# The bash scripts, known by their first line: scripts/ mixes them with suffixless Python.
+SHELL_SCRIPTS = $(shell grep -l '^\#!.*bash' scripts/* .ci/*)
+
+lint: ## check formatting and lint rules without changing files (ruff; shellcheck for bash)
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/ruff check .
+	@command -v shellcheck >/dev/null || { echo "shellcheck not found: apt-get install shellcheck" >&2; exit 1; }
+	shellcheck $(SHELL_SCRIPTS)
 
-type-check: ## basedpyright (strict on src/)
+type-check: ## basedpyright (strict on src/ and scripts/, standard on tests/ and benchmarks/)
 	$(VENV)/bin/basedpyright
 
 test: init ## the full test suite, integration tests against real local services included
