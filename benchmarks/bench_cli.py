@@ -30,10 +30,11 @@ REPEATS = 5
 JOB_BASE = 9_000_000  # far above the ids a test cluster hands out
 BIN = Path(sys.executable).parent
 REPO = Path(__file__).resolve().parent.parent
+DEMO = REPO / "tests" / "shapes_demo.py"
 
 
 def make_project(root: Path) -> None:
-    (root / "pyproject.toml").write_text('[tool.blocktrain]\nentry-module = "blocktrain.demo"\n')
+    (root / "pyproject.toml").write_text('[tool.blocktrain]\nentry-module = "shapes_demo"\n')
     for index in range(RUNS):
         run_id = f"{index:032x}"
         run_dir = root / ".blocktrain" / "runs" / run_id
@@ -50,7 +51,7 @@ def record(run_id: str, index: int) -> dict[str, object]:
     stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(time.time() - 3600))
     return {
         "run_id": run_id,
-        "entry": "blocktrain.demo:train",
+        "entry": "shapes_demo:train",
         "args": {"steps": index},
         "profile": "local",
         "profile_values": {},
@@ -72,9 +73,10 @@ def median_wall(command: list[str], cwd: Path, env: dict[str, str]) -> float:
 
 
 def make_launch_project(root: Path) -> None:
-    """A project whose ``train`` is the toolkit's demo, for ``slurm-launch --dry-run``."""
+    """A project whose ``train`` is tests/shapes_demo.py's, for ``slurm-launch --dry-run``."""
     root.mkdir()
-    (root / "pyproject.toml").write_text('[tool.blocktrain]\nentry-module = "blocktrain.demo"\n')
+    (root / "pyproject.toml").write_text('[tool.blocktrain]\nentry-module = "shapes_demo"\n')
+    shutil.copy(DEMO, root / DEMO.name)
     (root / "slurm").mkdir()
     shutil.copy(REPO / "slurm" / "local.yaml", root / "slurm" / "local.yaml")
     (root / "exp.yaml").write_text("steps: 50\n")

@@ -2,17 +2,17 @@
 
     .venv/bin/python benchmarks/bench_engine.py        (make bench)
 
-Both train the demo's CNN on the same synthetic 16x16 images with the same global batch (64),
-SGD with momentum, one thread per process: in one process, then in two Gloo processes (DDP,
-DistributedSampler). The minimal loop is what a researcher writes by hand; the engine adds
-its per-step bookkeeping (loss totals on the device, the step boundary, logging every 10
-steps). Each round runs both, in turns that alternate from round to round, after a warm-up
-round; each process is pinned to a core of its own. The ratio engine / minimal is taken within
-each round, so that a slow spell of the machine, which lasts seconds, touches both sides; the
-median of the rounds' ratios is the figure, with a 95 % bootstrap interval of that median and
-the quartiles of the rounds (how much the machine wandered). The ratio of the best round of
-each loop is printed beside it: noise only ever slows a loop down, so the fastest rounds are
-the least disturbed. Asserts nothing (goal: ratio >= 0.97).
+Both train the CNN of tests/shapes_demo.py on the same synthetic 16x16 images with the same
+global batch (64), SGD with momentum, one thread per process: in one process, then in two Gloo
+processes (DDP, DistributedSampler). The minimal loop is what a researcher writes by hand; the
+engine adds its per-step bookkeeping (loss totals on the device, the step boundary, logging
+every 10 steps). Each round runs both, in turns that alternate from round to round, after a
+warm-up round; each process is pinned to a core of its own. The ratio engine / minimal is taken
+within each round, so that a slow spell of the machine, which lasts seconds, touches both
+sides; the median of the rounds' ratios is the figure, with a 95 % bootstrap interval of that
+median and the quartiles of the rounds (how much the machine wandered). The ratio of the best
+round of each loop is printed beside it: noise only ever slows a loop down, so the fastest
+rounds are the least disturbed. Asserts nothing (goal: ratio >= 0.97).
 """
 
 from __future__ import annotations
@@ -34,13 +34,15 @@ EPOCHS = 2
 ROUNDS = 60
 RESAMPLES = 2000
 HERE = Path(__file__).resolve()
+TESTS = HERE.parents[1] / "tests"  # shapes_demo.py: the CNN and its synthetic images
 
 
 def setup() -> tuple[Any, Any]:
     import torch
 
     torch.set_num_threads(1)
-    from blocktrain.demo import dataset, network
+    sys.path.insert(0, str(TESTS))
+    from shapes_demo import dataset, network  # pyright: ignore[reportMissingImports] - on TESTS
 
     return dataset(EXAMPLES, 0.3, seed=0), network(16)
 

@@ -31,8 +31,13 @@ class SlurmCluster:
     def run(
         self, *cmd: str | Path, check: bool = True, timeout: float = 60
     ) -> subprocess.CompletedProcess[str]:
-        """Run a command (sbatch, squeue, ...) against this cluster and capture its output."""
-        return commands.run(cmd, env=self.env, timeout=timeout, check=check)
+        """Run a command (sbatch, squeue, ...) against this cluster and capture its output.
+
+        It runs in the cluster's state folder: a job submitted without ``--output`` writes
+        Slurm's default ``slurm-<job>.out`` in the submit folder, which must not be the
+        repository the suite runs in.
+        """
+        return commands.run(cmd, env=self.env, cwd=self.state_dir, timeout=timeout, check=check)
 
     def script(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         """Run `scripts/local-slurm ARGS --dir STATE_DIR`."""

@@ -1,11 +1,13 @@
-"""A small, complete entry module: the job ``make demo`` runs.
+"""A small, complete entry module that the tests and benchmarks run as a real job.
 
 It trains a little CNN to tell four synthetic shapes apart (horizontal bar, vertical bar,
 square, cross) in noisy 16x16 images, so that it needs no download, with the training engine
 (:mod:`blocktrain.train`): checkpoints, exact resume, DDP when launched on several tasks,
 exports and plots at the end. Run it as
-``python -m blocktrain.demo train --args scripts/demo.yaml``, then
-``python -m blocktrain.demo evaluate --run-id RUN`` or ``predict --run-id RUN``.
+``python tests/shapes_demo.py train --args tests/shapes_demo.yaml``, then
+``python tests/shapes_demo.py evaluate --run-id RUN`` or ``predict --run-id RUN``; a project
+that names ``shapes_demo`` as its entry module launches it with slurm-launch. The example for
+users is the project template (``make project``), not this module.
 """
 
 from __future__ import annotations
@@ -189,7 +191,7 @@ def trained(
 
 
 def network(width: int) -> nn.Module:
-    """The demo CNN: two convolutions, global average pooling, a linear classifier."""
+    """The CNN: two convolutions, global average pooling, a linear classifier."""
     from torch import nn
 
     return nn.Sequential(
