@@ -15,5 +15,5 @@ Next, in that folder (its README explains each step):
 """
 
 if __name__ == "__main__":
-    source = json.loads(r"""{{ cookiecutter | tojson }}""")["blocktrain"]
+    source = json.loads(r"""{{ cookiecutter | blocktrain_choice | tojson }}""")["source"]
     sys.stdout.write(STEPS.format(folder=Path.cwd(), source=source))

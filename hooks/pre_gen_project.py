@@ -1,7 +1,8 @@
 """Check the template variables before anything is written (cookiecutter renders this file).
 
 A bad value stops the generation with one line naming the variable and the fix; cookiecutter
-then removes the half-made folder.
+then removes the half-made folder. The blocktrain source checked is the one the project will
+use: the variable, or when it is empty the template's own source (hooks/template_source.py).
 """
 
 import json
@@ -11,16 +12,17 @@ import sys
 import tomllib
 from pathlib import Path
 
-# The variables as a JSON object: from its opening brace to its closing one, its text cannot
-# hold three quotes in a row.
+# The variables, and the blocktrain source chosen from them, as JSON objects: from its opening
+# brace to its closing one, such text cannot hold three quotes in a row.
 VALUES: dict[str, str] = json.loads(r"""{{ cookiecutter | tojson }}""")
+CHOICE: dict[str, str] = json.loads(r"""{{ cookiecutter | blocktrain_choice | tojson }}""")
 SLUG = re.compile(r"[a-z0-9]([a-z0-9._-]*[a-z0-9])?")
 BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 VERSION = re.compile(r"(==|>=|~=)?\d+(\.\d+)*")
 
 
 def problem(values: dict[str, str]) -> str | None:
-    """What is wrong with the values, as the message to print, or None."""
+    """What is wrong with the values (the blocktrain source aside), as the message, or None."""
     for name in ("project_name", "author"):
         if not values[name].strip() or any(c in values[name] for c in '"\\\n'):
             return f"{name} must be one line without quotes or backslashes; pass e.g. {name}=Ada"
@@ -38,18 +40,13 @@ def problem(values: dict[str, str]) -> str | None:
     bucket = values["s3_bucket"]
     if bucket and not BUCKET.fullmatch(bucket):
         return f"s3_bucket {bucket!r} is not an S3 bucket name; pass a valid one or leave it empty"
-    return source_problem(values["blocktrain"])
+    return None
 
 
 def source_problem(source: str) -> str | None:
     """A blocktrain source is a toolkit folder, a git+ URL or a version."""
     if source.startswith("git+") or VERSION.fullmatch(source):
         return None
-    if not source:
-        return (
-            "blocktrain is empty; pass blocktrain=/path/to/blocktrain, blocktrain=git+https://... "
-            "or blocktrain=0.1.0 (make project passes the toolkit's folder)"
-        )
     if any(c.isspace() or c in "\"'\\" for c in source):
         return f"blocktrain folder {source!r} has spaces or quotes; a file:// URL cannot hold them"
     folder = Path(source)
@@ -65,7 +62,7 @@ def source_problem(source: str) -> str | None:
 
 
 if __name__ == "__main__":
-    message = problem(VALUES)
+    message = problem(VALUES) or CHOICE["problem"] or source_problem(CHOICE["source"])
     if message is not None:
         sys.stderr.write(f"make project: error: {message}\n")
         sys.exit(2)

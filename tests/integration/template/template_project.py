@@ -1,15 +1,22 @@
-"""A baked project of the template, and how to drive `make project` and the project's commands."""
+"""A baked project of the template, and how to drive `make project`, plain cookiecutter and the
+project's commands."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import commands
 
 REPO = Path(__file__).resolve().parents[3]
+# The cookiecutter command of the environment running the tests.
+COOKIECUTTER = Path(sys.executable).parent / "cookiecutter"
+# What a copy of the template needs: the variables, the hooks, the project folder.
+TEMPLATE_PARTS = ("cookiecutter.json", "hooks", "{{cookiecutter.project_slug}}")
 
 # Variables of the surrounding shell or job that would send runs, data or jobs elsewhere.
 # MAKEFLAGS/MAKELEVEL come from an outer `make test`: they would turn the inner make's
@@ -49,6 +56,34 @@ def bake(output: Path, env: dict[str, str], *values: str) -> subprocess.Complete
         timeout=120,
         check=False,
     )
+
+
+def cookiecutter(
+    cwd: Path, env: dict[str, str], *argv: str | Path
+) -> subprocess.CompletedProcess[str]:
+    """Plain ``cookiecutter --no-input ARGV``, started in ``cwd``: how templates are used."""
+    return subprocess.run(
+        [str(COOKIECUTTER), "--no-input", *map(str, argv)],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def template_copy(folder: Path) -> Path:
+    """The template alone (without the toolkit) copied into ``folder``."""
+    for part in TEMPLATE_PARTS:
+        source = REPO / part
+        if source.is_dir():
+            ignore = shutil.ignore_patterns("__pycache__")
+            shutil.copytree(source, folder / part, ignore=ignore)
+        else:
+            folder.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, folder / part)
+    return folder
 
 
 @dataclass(frozen=True)

@@ -1,16 +1,20 @@
-"""The project template: `make project` bakes it, and the baked project works.
+"""The project template: `make project` and plain cookiecutter bake it, and the baked project works.
 
-Baking checks the exact file set, that no Jinja is left and how bad values are refused. One
-project baked with the defaults then runs its own `make init lint type-check test`, trains its
-baseline with two DDP ranks on the real local cluster, labels a generated video, and runs its
-ablation sweep as one job array.
+Baking checks the exact file set, that no Jinja is left, how bad values are refused, and where
+a project gets blocktrain when nobody says (the template's own folder or git repository). One
+project baked by plain `cookiecutter --no-input` with the defaults, the same as `make project`
+bakes, then runs its own `make init lint type-check test`, trains its baseline with two DDP
+ranks on the real local cluster, labels a generated video, and runs its ablation sweep as one
+job array.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import os
 import shlex
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -20,7 +24,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from template_project import REPO, Baked, bake, clean_env
+from template_project import REPO, Baked, bake, clean_env, cookiecutter, template_copy
 
 pytestmark = pytest.mark.integration
 
@@ -58,10 +62,15 @@ FINAL = ("FINISHED", "FAILED", "KILLED")
 
 @pytest.fixture(scope="module")
 def baked(tmp_path_factory: pytest.TempPathFactory) -> Baked:
-    """The template baked with its defaults, `make init` done, its files committed."""
+    """The template baked by plain cookiecutter with its defaults, `make init` done, its files
+    committed.
+
+    cookiecutter is given the template as a path relative to the folder it starts in, which it
+    leaves relative in what it tells the template (`_repo_dir`).
+    """
     tmp = tmp_path_factory.mktemp("baked")
     env = clean_env(tmp)
-    done = bake(tmp, env)
+    done = cookiecutter(tmp, env, os.path.relpath(REPO, tmp), "-o", tmp)
     assert done.returncode == 0, done.stderr
     root = tmp / "drone-target-recognition"
     venv = root / ".venv"
@@ -159,6 +168,68 @@ def test_blocktrain_can_come_from_git_or_a_version(tmp_path: Path, source: str, 
     assert requirement in project["project"]["dependencies"]
     assert f"BLOCKTRAIN ?= {requirement}\n" in (root / "Makefile").read_text()
     assert "SLURM_CONF" not in (root / ".envrc").read_text()  # no toolkit folder to point at
+
+
+def dependencies(root: Path) -> list[str]:
+    return tomllib.loads((root / "pyproject.toml").read_text())["project"]["dependencies"]
+
+
+def test_plain_cookiecutter_installs_blocktrain_from_the_template_folder(baked: Baked):
+    assert f"blocktrain @ file://{REPO}" in dependencies(baked.root)
+    assert f"BLOCKTRAIN ?= {REPO}\n" in (baked.root / "Makefile").read_text()
+    envrc = (baked.root / ".envrc").read_text()
+    assert f'SLURM_CONF="{REPO}/.blocktrain/slurm/etc/slurm.conf"' in envrc
+    done = baked.run(".venv/bin/python", "-c", "import blocktrain; print(blocktrain.__file__)")
+    assert done.stdout.strip() == str(REPO / "src" / "blocktrain" / "__init__.py")
+
+
+def test_plain_cookiecutter_and_make_project_bake_the_same_project(baked: Baked, tmp_path: Path):
+    done = bake(tmp_path, clean_env(tmp_path))
+    assert done.returncode == 0, done.stderr
+    made = tmp_path / "drone-target-recognition"
+    assert files_of(made) == [f.replace("PACKAGE", baked.package) for f in EXPECTED_FILES]
+    for name in files_of(made):
+        assert (baked.root / name).read_bytes() == (made / name).read_bytes(), name
+
+
+def git_repository(folder: Path, env: dict[str, str]) -> Path:
+    """A git repository holding the template alone, its commit tagged v0."""
+    template_copy(folder)
+    git = ["git", "-C", str(folder), "-c", "user.name=t", "-c", "user.email=t@t"]
+    for argv in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "template"], ["tag", "v0"]):
+        subprocess.run([*git, *argv], env=env, capture_output=True, timeout=60, check=True)
+    return folder
+
+
+@pytest.mark.parametrize("checkout", [None, "v0"])
+def test_plain_cookiecutter_from_git_installs_that_repository(tmp_path: Path, checkout: str | None):
+    env = clean_env(tmp_path)
+    url = f"file://{git_repository(tmp_path / 'blocktrain.git', env)}"
+    options = ["--checkout", checkout] if checkout else []
+    done = cookiecutter(tmp_path, env, url, *options, "-o", tmp_path / "out")
+    assert done.returncode == 0, done.stderr
+    root = tmp_path / "out" / "drone-target-recognition"
+    requirement = f"blocktrain @ git+{url}" + (f"@{checkout}" if checkout else "")
+    assert requirement in dependencies(root)
+    assert f"BLOCKTRAIN ?= {requirement}\n" in (root / "Makefile").read_text()
+    assert "SLURM_CONF" not in (root / ".envrc").read_text()
+
+
+def test_plain_cookiecutter_from_a_zip_needs_blocktrain_given(tmp_path: Path):
+    template_copy(tmp_path / "zipped" / "blocktrain")
+    archive = shutil.make_archive(str(tmp_path / "blocktrain"), "zip", tmp_path / "zipped")
+    env, output = clean_env(tmp_path), tmp_path / "out"
+    refused = cookiecutter(tmp_path, env, archive, "-o", output)
+    assert refused.returncode != 0
+    [line] = [line for line in refused.stderr.splitlines() if "error: blocktrain" in line]
+    assert line.endswith(
+        f"error: blocktrain cannot be installed from the zip {archive}; pass "
+        "blocktrain=/path/to/blocktrain, blocktrain=git+https://... or blocktrain=0.1.0"
+    )
+    assert list(output.iterdir()) == []
+    given = cookiecutter(tmp_path, env, archive, "-o", output, "blocktrain=0.1.0")
+    assert given.returncode == 0, given.stderr
+    assert "blocktrain==0.1.0" in dependencies(output / "drone-target-recognition")
 
 
 def test_the_baked_project_passes_its_own_init_lint_type_check_and_test(baked: Baked):

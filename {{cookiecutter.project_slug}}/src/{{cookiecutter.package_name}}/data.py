@@ -69,8 +69,8 @@ class Splits:
 def local_source(source: str) -> Path:
     """The dataset as a local folder: S3 fetched through the cache, relative paths resolved
     from the project root (a job's working folder may be elsewhere)."""
-    from blocktrain.data.cache import localize
     from blocktrain.core.paths import project_root
+    from blocktrain.data.cache import localize
 
     if source.startswith("s3://"):
         return localize(source)
