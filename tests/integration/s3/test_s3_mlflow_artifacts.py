@@ -2,8 +2,8 @@
 
 A real tracking server keeps its artifacts in a bucket, either behind itself (clients upload
 over HTTP, the server writes to S3) or directly (the training process writes to S3 with its
-own credentials). The demo trains with checkpoints; the objects are then read from the
-bucket itself, not through MLflow, and checked against their checksums.
+own credentials). tests/shapes_demo.py trains with checkpoints; the objects are then read from
+the bucket itself, not through MLflow, and checked against their checksums.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from mlflow_service import MlflowServer
 
 pytestmark = pytest.mark.integration
 TIMEOUT_S = 300
+DEMO = Path(__file__).resolve().parents[2] / "shapes_demo.py"
 
 
 @pytest.fixture
@@ -43,7 +44,7 @@ def train(project: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str
     project.mkdir()
     (project / "pyproject.toml").write_text("[project]\nname = 'trial'\n")
     done = subprocess.run(
-        [sys.executable, "-m", "blocktrain.demo", "train", "--steps", "16", "--examples", "128",
+        [sys.executable, DEMO, "train", "--steps", "16", "--examples", "128",
          "--batch-size", "32", "--checkpoint-every", "8"],
         cwd=project, env=env, capture_output=True, text=True, timeout=TIMEOUT_S, check=False,
     )  # fmt: skip
