@@ -39,7 +39,7 @@ def test_slurm_log_options() -> None:
 def test_slurm_launch_options() -> None:
     assert surface(launch.build_parser()) == (
         {"-h", "--help", "--args", "--base", "--sweep", "--set", "--profile", "--slurm",
-         "--run-id", "--name", "--module", "--dry-run"},
+         "--run-id", "--name", "--module", "--dry-run", "--executor"},
         ["ENTRY"],
     )  # fmt: skip
 

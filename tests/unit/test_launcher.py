@@ -222,6 +222,8 @@ def test_relaunch_is_refused_while_the_run_is_queued_or_with_other_arguments(pro
         ({"overrides": ("stepz=3",)}, ArgsError, "unknown argument 'stepz' for train"),
         ({"entry": "trian"}, BlocktrainError, f"{MODULE} has no function 'trian'"),
         ({"run_id": "0123456789abcdef"}, BlocktrainError, "no run 0123456789abcdef"),
+        ({"executor": "nonsense"}, BlocktrainError, "unknown executor 'nonsense'; use --executor"),
+        ({"slurm": ("executor=cloud",)}, ProfileError, "executor: "),
     ],
 )
 def test_bad_input_creates_nothing(
@@ -248,3 +250,30 @@ def test_dry_run_renders_the_plan_and_creates_nothing(root: Path):
     assert f"export PYTHONPATH={files.code}" in script
     assert scheduler.submitted == []
     assert not (root / ".blocktrain").exists()
+
+
+def test_a_local_dry_run_says_where_the_tasks_run(root: Path):
+    (root / "slurm" / "mine.yaml").write_text(PROFILE + "executor: local\n")
+    result = run(root, RecordingScheduler(), args=(root / "exp.yaml",), dry_run=True)
+    other = run(root, RecordingScheduler(), args=(root / "exp.yaml",), dry_run=True,
+                profile="mine", executor="slurm")  # fmt: skip
+    local = run(root, RecordingScheduler(), args=(root / "exp.yaml",), dry_run=True,
+                profile="mine")  # fmt: skip
+    assert result.plan is not None
+    assert "# executor local" not in result.plan
+    assert other.plan is not None
+    assert "# executor local" not in other.plan
+    assert local.plan is not None
+    assert "# executor local: the tasks run on this machine" in local.plan
+
+
+def test_the_scheduler_names_the_executor_of_each_recorded_job(project: Path):
+    @dataclass
+    class LocalRecording(RecordingScheduler):
+        def submit(self, jobs: BatchJobs) -> list[Submitted]:
+            return [Submitted(job_id=f"L{s.job_id}", watcher_id=None, executor="local")
+                    for s in super().submit(jobs)]  # fmt: skip
+
+    [launched] = run(project, LocalRecording(), args=(project / "exp.yaml",)).runs
+    record = read_record(Layout(project), launched.run_id)
+    assert (launched.job_id, record.executor, record.jobs[0].watcher_id) == ("L101", "local", None)

@@ -22,6 +22,7 @@ Submit an entry function of this project as a Slurm job.
   slurm-launch train --args a.yaml --args b.yaml          # two runs, one job array
   slurm-launch train --sweep experiments/ablation.yaml    # a sweep file, one job array
   slurm-launch train --run-id 3f2a9c...                   # relaunch a run from its last checkpoint
+  slurm-launch train --args a.yaml --executor local       # on this machine, without Slurm
 
 ENTRY is a function of the project's entry module ([tool.blocktrain] entry-module in
 pyproject.toml, or --module), or module:function.
@@ -81,6 +82,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--module", help="the entry module, instead of pyproject's [tool.blocktrain]"
     )
     parser.add_argument(
+        "--executor",
+        metavar="slurm|local",
+        help="where the jobs run: the cluster, or this machine without Slurm "
+        "(default: the profile's executor, for --run-id the run's own, else slurm)",
+    )
+    parser.add_argument(
         "--dry-run",
         action="store_true",
         help="validate and print the batch script; create and submit nothing",
@@ -114,6 +121,7 @@ def request(options: argparse.Namespace) -> LaunchRequest:
         name=options.name,
         module=options.module,
         dry_run=options.dry_run,
+        executor=options.executor,
     )
 
 

@@ -19,7 +19,7 @@ from typing import cast
 
 from blocktrain.core.paths import Layout, LogFiles, project_root
 from blocktrain.errors import BlocktrainError
-from blocktrain.launch import slurmcmd, statusview
+from blocktrain.launch import localqueue, slurmcmd, statusview
 from blocktrain.launch.records import RunRecord, find_runs, read_record
 
 DESCRIPTION = """\
@@ -114,9 +114,9 @@ def chosen_attempts(
     layout: Layout, record: RunRecord, logs: Logs, options: argparse.Namespace
 ) -> list[int]:
     """The attempts to print, oldest first; an error when there is nothing to print."""
-    attempts = logs.attempts() or (wait_for_start(record, logs) if options.follow else [])
+    attempts = logs.attempts() or (wait_for_start(layout, record, logs) if options.follow else [])
     if not attempts:
-        raise BlocktrainError(no_logs_message(layout, record, queue_state(record)))
+        raise BlocktrainError(no_logs_message(layout, record, queue_state(layout, record)))
     if options.attempt is None:
         return attempts
     if options.attempt not in attempts:
@@ -127,9 +127,9 @@ def chosen_attempts(
     return [options.attempt]
 
 
-def wait_for_start(record: RunRecord, logs: Logs) -> list[int]:
+def wait_for_start(layout: Layout, record: RunRecord, logs: Logs) -> list[int]:
     """With --follow, wait for the first attempt while the run's job stays queued."""
-    state = queue_state(record)
+    state = queue_state(layout, record)
     if state is not None:
         sys.stderr.write(f"slurm-log: {_job(record)} is {state}; waiting for it to start\n")
     while state is not None:
@@ -138,7 +138,7 @@ def wait_for_start(record: RunRecord, logs: Logs) -> list[int]:
             if attempts := logs.attempts():
                 return attempts
             time.sleep(POLL_S)
-        state = queue_state(record)
+        state = queue_state(layout, record)
     return logs.attempts()  # it may have started and ended between two looks
 
 
@@ -156,12 +156,15 @@ def no_logs_message(layout: Layout, record: RunRecord, state: str | None) -> str
     )
 
 
-def queue_state(record: RunRecord) -> str | None:
+def queue_state(layout: Layout, record: RunRecord) -> str | None:
     """The state of the run's latest job in squeue; None when it is not queued or Slurm
     cannot be asked (the messages then point at the files, which is right either way)."""
     if record.latest_job is None:
         return None
     job_id = record.latest_job.job_id
+    if record.latest_job.executor == "local":
+        queue = localqueue.queued(layout, [job_id])
+        return next((e.state for e in queue if e.job_id == job_id), None)
     try:
         return next((e.state for e in slurmcmd.squeue([job_id]) if e.job_id == job_id), None)
     except slurmcmd.SlurmError:

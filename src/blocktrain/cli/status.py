@@ -1,6 +1,7 @@
 """``slurm-status``: this project's runs, their Slurm jobs, attempts and latest metric.
 
-A refresh reads the run records and each run's ``status.json``, then asks Slurm at most twice:
+A refresh reads the run records and each run's ``status.json``, and the state files of local
+jobs (``--executor local``), then asks Slurm at most twice:
 one ``squeue`` about the jobs that may still be queued (none when there is nothing to ask) and
 one ``sacct`` about the shown jobs that left the queue. When accounting is off (sacct fails),
 those rows show the state recorded in the run's own status.json, else UNKNOWN.
@@ -16,7 +17,7 @@ from pathlib import Path
 
 from blocktrain.core.paths import Layout, project_root
 from blocktrain.errors import BlocktrainError
-from blocktrain.launch import slurmcmd, statusview
+from blocktrain.launch import localqueue, slurmcmd, statusview
 from blocktrain.launch.records import RunRecord, all_records, find_runs
 from blocktrain.launch.slurmcmd import QueueEntry, SlurmError
 from blocktrain.launch.statusview import LocalStatus, Row
@@ -30,7 +31,9 @@ Show this project's runs: Slurm job, state, attempt, elapsed time, node(s), late
   slurm-status --watch          redraw every 5 s until Ctrl-C
 
 The state comes from squeue while a job is queued, then from sacct; without accounting, from
-the run's own status.json (FINISHED, FAILED, KILLED), else UNKNOWN.
+the run's own status.json (FINISHED, FAILED, KILLED), else UNKNOWN. Jobs run without Slurm
+(--executor local, job ids like L7, marked "(local)") are not asked about: their supervisor's
+state file says the same.
 """
 DEFAULT_WATCH_S = 5.0
 _CLEAR = "\033[H\033[2J"
@@ -142,11 +145,17 @@ def snapshot(
     """Rows of the chosen runs, after one squeue and at most one sacct."""
     records = select(layout, idents)
     local = {r.run_id: read_local(layout, r.run_id) for r in records}
-    queued = ask_queue(statusview.queue_ids(records, local))
+    # Local jobs answer from their state files, read once; Slurm is asked about the rest.
+    latest = [r.latest_job.job_id for r in records if r.latest_job is not None]
+    local_jobs, _ = statusview.split_local(latest)
+    local_queued, local_ended = statusview.by_state(localqueue.entries(layout, local_jobs))
+    _, slurm_ids = statusview.split_local(statusview.queue_ids(records, local))
+    queued = {**ask_queue(slurm_ids), **local_queued}
     if not (everything or idents):
         records = statusview.recent(records, local, queued, now)
-    accounted, note = ask_accounting(statusview.accounting_ids(records, queued))
-    return statusview.build_rows(records, local, queued, accounted), note
+    _, slurm_ids = statusview.split_local(statusview.accounting_ids(records, queued))
+    accounted, note = ask_accounting(slurm_ids)
+    return statusview.build_rows(records, local, queued, {**accounted, **local_ended}), note
 
 
 def select(layout: Layout, idents: Sequence[str]) -> list[RunRecord]:

@@ -4,6 +4,7 @@
 signal to the tasks: they checkpoint at the next step boundary and end without a requeue; the
 run ends KILLED and ``slurm-launch --run-id`` resumes it later. A job still pending is simply
 cancelled. ``slurm-cancel RUN|JOB`` cancels at once (no checkpoint) and marks the run KILLED.
+Both work the same on jobs run without Slurm (``--executor local``), through their supervisor.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 
 from blocktrain.core.paths import Layout, project_root
 from blocktrain.errors import BlocktrainError
-from blocktrain.launch import mlflowruns, slurmcmd
+from blocktrain.launch import localqueue, mlflowruns, slurmcmd
 from blocktrain.launch.records import RunRecord, find_runs
 
 
@@ -37,14 +38,24 @@ def _runs(layout: Layout, ids: Sequence[str]) -> list[RunRecord]:
     return runs
 
 
-def _active(records: Sequence[RunRecord]) -> dict[str, str]:
-    """Job id -> Slurm state, for the records' latest jobs that are still queued or running."""
-    latest = [r.latest_job.job_id for r in records if r.latest_job is not None]
-    return {e.job_id: e.state for e in slurmcmd.squeue(latest) if e.job_id in latest}
+def _active(layout: Layout, records: Sequence[RunRecord]) -> dict[str, str]:
+    """Job id -> state, for the records' latest jobs that are still queued or running (Slurm
+    is asked only about its own jobs; a local job's state file answers for it)."""
+    latest = [r.latest_job for r in records if r.latest_job is not None]
+    on_slurm = [j.job_id for j in latest if j.executor != "local"]
+    local = [j.job_id for j in latest if j.executor == "local"]
+    queued = slurmcmd.squeue(on_slurm) if on_slurm else []
+    queued += localqueue.queued(layout, local) if local else []
+    wanted = {j.job_id for j in latest}
+    return {e.job_id: e.state for e in queued if e.job_id in wanted}
+
+
+def _is_local(record: RunRecord) -> bool:
+    return record.executor == "local"
 
 
 def stop(layout: Layout, records: Sequence[RunRecord]) -> list[str]:
-    active = _active(records)
+    active = _active(layout, records)
     lines: list[str] = []
     for record in records:
         job = record.latest_job.job_id if record.latest_job else None
@@ -52,31 +63,43 @@ def stop(layout: Layout, records: Sequence[RunRecord]) -> list[str]:
             lines.append(f"run {record.run_id}: no job in the queue; nothing to stop")
             continue
         if active[job] == "PENDING":
-            slurmcmd.run(["scancel", job])
+            _cancel_job(layout, record, job)
             _mark_killed(layout, record)
             lines.append(f"run {record.run_id}: job {job} was pending; cancelled")
             continue
         layout.run(record.run_id).stop_marker.touch()
         signal = str(record.profile_values.get("signal", "USR2")).removeprefix("SIG")
-        slurmcmd.run(["scancel", f"--signal={signal}", job])
+        if _is_local(record):
+            localqueue.signal_tasks(layout, job, signal)
+        else:
+            slurmcmd.run(["scancel", f"--signal={signal}", job])
         lines.append(f"run {record.run_id}: job {job} checkpoints and stops; resume with "
                      f"slurm-launch --run-id {record.run_id}")  # fmt: skip
     return lines
 
 
 def cancel(layout: Layout, records: Sequence[RunRecord]) -> list[str]:
-    active = _active(records)
+    active = _active(layout, records)
     lines: list[str] = []
     for record in records:
         job = record.latest_job.job_id if record.latest_job else None
         if job is not None and job in active:
-            slurmcmd.run(["scancel", job])
+            _cancel_job(layout, record, job)
         _mark_killed(layout, record)
         lines.append(
             f"run {record.run_id}: "
             + (f"job {job} cancelled" if job in active else "marked KILLED")
         )
     return lines
+
+
+def _cancel_job(layout: Layout, record: RunRecord, job: str) -> None:
+    """``scancel``; for a local job, its supervisor ends the tasks (waited for, so that the
+    run is marked KILLED after its tasks have written their last status)."""
+    if _is_local(record):
+        localqueue.cancel(layout, job)
+    else:
+        slurmcmd.run(["scancel", job])
 
 
 def _mark_killed(layout: Layout, record: RunRecord) -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import shlex
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from blocktrain.core.paths import Layout
@@ -46,8 +46,16 @@ def sbatch_watcher(job_id: str, python: str, root: Path, run_ids: Sequence[str],
     return out.strip().split(";", 1)[0]
 
 
-def finalize(layout: Layout, run_ids: Sequence[str]) -> list[tuple[str, str]]:
-    """Close every open run among ``run_ids``; returns (run id, status set) for those it closed."""
+def finalize(
+    layout: Layout,
+    run_ids: Sequence[str],
+    job_state: Callable[[RunRecord], str] | None = None,
+) -> list[tuple[str, str]]:
+    """Close every open run among ``run_ids``; returns (run id, status set) for those it closed.
+
+    ``job_state`` tells how a run's latest job ended: sacct's word by default; a local job's
+    supervisor knows it itself.
+    """
     closed: list[tuple[str, str]] = []
     for run_id in run_ids:
         record = read_record(layout, run_id)
@@ -55,7 +63,7 @@ def finalize(layout: Layout, run_ids: Sequence[str]) -> list[tuple[str, str]]:
         status = str(store.get_run(run_id).info.status)
         if status not in _OPEN:
             continue
-        state = _slurm_state(record)
+        state = (job_state or _slurm_state)(record)
         new_status = final_status(state)
         store.set_status(run_id, new_status, None)
         closed.append((run_id, new_status))

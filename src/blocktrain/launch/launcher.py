@@ -6,7 +6,8 @@ code, one MLflow run per argument set, the run records, and one submission (a jo
 there are several sets). A failed submission removes what was created: MLflow runs, records,
 run and launch folders. Relaunches are :mod:`.relaunch`'s.
 
-Slurm is reached only through a :class:`~blocktrain.launch.submission.Scheduler`. mlflow is
+Slurm is reached only through a :class:`~blocktrain.launch.submission.Scheduler`: the cluster's,
+or :class:`~blocktrain.launch.localscheduler.LocalScheduler` for ``executor`` ``local``. mlflow is
 imported when the MLflow backend is opened and submitit when a job is submitted, so a dry run
 loads neither. Must not print, exit or parse command lines: that is :mod:`blocktrain.cli.launch`.
 """
@@ -25,7 +26,7 @@ from blocktrain.core.paths import LaunchFiles, Layout
 from blocktrain.core.redact import Redactor
 from blocktrain.core.values import JSON, to_jsonable
 from blocktrain.entry import resolve
-from blocktrain.launch import mlflowruns
+from blocktrain.launch import executors, mlflowruns
 from blocktrain.launch.codecopy import freeze_code, import_paths
 from blocktrain.launch.entryname import entry_spec
 from blocktrain.launch.image import digest
@@ -42,7 +43,7 @@ from blocktrain.launch.runjobs import (
     record_jobs,
     submit_runs,
 )
-from blocktrain.launch.submission import Scheduler, SlurmScheduler
+from blocktrain.launch.submission import Scheduler
 from blocktrain.launch.worker import load_entry
 from blocktrain.track.backend import MlflowBackend, tracking_uri
 from blocktrain.track.gitstate import git_state
@@ -65,17 +66,18 @@ def launch(
     and the secrets kept out of logged params.
     """
     layout = Layout(root)
-    slurm = scheduler if scheduler is not None else SlurmScheduler()
     if request.run_id:
-        return relaunch(request, request.run_id, layout, slurm)
+        return relaunch(request, request.run_id, layout, scheduler)
     prepared = prepare(request, layout)
     if request.dry_run:
         return dry_run(prepared, layout)
-    return submit_new(prepared, layout, slurm, os.environ if environ is None else environ)
+    chosen = scheduler or executors.scheduler_for(prepared.executor, layout)
+    return submit_new(prepared, layout, chosen, os.environ if environ is None else environ)
 
 
 def prepare(request: LaunchRequest, layout: Layout) -> Prepared:
     """Import the entry function, resolve every argument set, load the profile."""
+    executors.checked(request.executor)
     entry = entry_spec(request.entry, request.module, layout.root)
     with importable(import_paths(layout.root)):
         func = load_entry(entry)
@@ -90,6 +92,7 @@ def prepare(request: LaunchRequest, layout: Layout) -> Prepared:
         sets=resolved,
         labels=[s.label for s in sets],
         name=request.name,
+        executor=executors.chosen(request.executor, profile.executor),
     )
 
 

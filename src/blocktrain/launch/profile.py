@@ -1,5 +1,7 @@
 """Launch profiles: the Slurm resources and restart policy of a job, from ``slurm/<name>.yaml``.
 
+A profile with ``executor: local`` runs its jobs on this machine, without Slurm.
+
 Validation reuses the argument checker, so a typo names the valid keys and a wrong type says
 what was expected, with the file and line.
 """
@@ -73,6 +75,9 @@ class Profile:
     binds: list[str] = field(default_factory=list[str])
     env: dict[str, str | int | float] = field(default_factory=dict[str, str | int | float])
     array_parallelism: int | None = None
+    """Elements of a job array running at once (a local job: one at a time by default)."""
+    executor: Literal["slurm", "local"] | None = None
+    """Where the jobs run: the cluster, or this machine without Slurm (``--executor`` wins)."""
 
     def __post_init__(self) -> None:
         if self.nodes < 1 or self.cpus_per_task < 1 or self.gpus_per_node < 0:

@@ -25,6 +25,8 @@ class JobEntry:
     submitted: str
     kind: str = "launch"
     watcher_id: str | None = None
+    executor: str = "slurm"
+    """``slurm``, or ``local`` for a job run on the launching machine without Slurm."""
 
 
 @dataclass(kw_only=True, slots=True)
@@ -47,6 +49,11 @@ class RunRecord:
     @property
     def latest_job(self) -> JobEntry | None:
         return self.jobs[-1] if self.jobs else None
+
+    @property
+    def executor(self) -> str | None:
+        """Where the run's latest job runs (``slurm`` or ``local``); None before any job."""
+        return self.jobs[-1].executor if self.jobs else None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
@@ -104,7 +111,8 @@ def _mtime(path: Path) -> float:
 
 
 def find_runs(layout: Layout, ident: str) -> list[RunRecord]:
-    """Runs matching a run id (or a unique prefix of at least 6 characters) or a Slurm job id."""
+    """Runs matching a run id (or a unique prefix of at least 6 characters) or a job id
+    (Slurm's, or a local one such as ``L7``)."""
     records = list(all_records(layout))
     exact = [r for r in records if r.run_id == ident]
     if exact:

@@ -13,7 +13,7 @@ from typing import Any
 from blocktrain.core.paths import Layout
 from blocktrain.entry import resolve
 from blocktrain.errors import BlocktrainError
-from blocktrain.launch import mlflowruns
+from blocktrain.launch import executors, mlflowruns
 from blocktrain.launch.codecopy import import_paths
 from blocktrain.launch.profile import load_profile
 from blocktrain.launch.records import RunRecord, read_record
@@ -24,15 +24,22 @@ from blocktrain.launch.worker import load_entry
 
 
 def relaunch(
-    request: LaunchRequest, run_id: str, layout: Layout, scheduler: Scheduler
+    request: LaunchRequest, run_id: str, layout: Layout, scheduler: Scheduler | None = None
 ) -> LaunchResult:
-    """Submit a recorded run again, resuming its MLflow run at the next attempt."""
+    """Submit a recorded run again, resuming its MLflow run at the next attempt.
+
+    Without ``scheduler``, the run's latest job is looked for where it ran, and the new one
+    goes where :mod:`.executors` says.
+    """
+    executors.checked(request.executor)
     record = read_record(layout, run_id)
-    refuse_if_queued(record, scheduler)
+    was = executors.chosen(record.executor)
+    refuse_if_queued(record, scheduler or executors.scheduler_for(was, layout))
     with importable(import_paths(layout.launch(record.launch_id).code)):
         refuse_changed_arguments(record, load_entry(record.entry), request)
     profile_name = request.profile or record.profile
     profile = load_profile(layout.root, profile_name, request.slurm)
+    executor = executors.chosen(request.executor, profile.executor, record.executor)
     if request.dry_run:
         prepared = Prepared(
             entry=record.entry,
@@ -40,6 +47,7 @@ def relaunch(
             profile=profile,
             sets=[record.args],
             labels=[record.run_id],
+            executor=executor,
         )
         return dry_run(prepared, layout)
     store = mlflowruns.backend(record.tracking_uri, layout.root)
@@ -47,7 +55,8 @@ def relaunch(
     run = layout.run(record.run_id)
     run.finished_marker.unlink(missing_ok=True)
     run.stop_marker.unlink(missing_ok=True)
-    submitted = submit_runs(layout, profile, [record], attempts, scheduler)
+    chosen = scheduler or executors.scheduler_for(executor, layout)
+    submitted = submit_runs(layout, profile, [record], attempts, chosen)
     launched = record_jobs(layout, [record], submitted, "relaunch")
     return LaunchResult(runs=tuple(launched), relaunched_after=attempts)
 

@@ -38,6 +38,9 @@ class LaunchRequest:
     """The entry module, instead of ``entry-module`` under pyproject.toml's [tool.blocktrain]."""
     dry_run: bool = False
     """Validate and render the batch script; create and submit nothing."""
+    executor: str | None = None
+    """``slurm`` or ``local`` (this machine, without Slurm); by default the profile's, else a
+    relaunched run's own, else ``slurm``."""
 
     def argument_sets(self) -> list[sweep.ArgumentSet]:
         """The argument files and overrides of each run (not read yet)."""

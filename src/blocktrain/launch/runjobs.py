@@ -1,4 +1,4 @@
-"""The Slurm jobs of recorded runs: their batch plan and task specs, handed to a
+"""The jobs (Slurm's, or local ones) of recorded runs: their batch plan and task specs, handed to a
 :class:`~blocktrain.launch.submission.Scheduler`, then added to the run records; and the batch
 script a dry run shows instead.
 
@@ -42,6 +42,8 @@ class Prepared:
     labels: list[str]
     name: str | None = None
     """The MLflow run name (of each element: ``name-0``, ...)."""
+    executor: str = "slurm"
+    """``slurm`` or ``local``."""
 
 
 @contextlib.contextmanager
@@ -64,7 +66,12 @@ def dry_run(prepared: Prepared, layout: Layout) -> LaunchResult:
         f"# {label}: {json.dumps(values, sort_keys=True)}\n"
         for label, values in zip(prepared.labels, prepared.sets, strict=True)
     ]
-    return LaunchResult(plan="".join(shown) + batch.render(plan, len(prepared.sets)))
+    where = (
+        ["# executor local: the tasks run on this machine, started as the script's srun would\n"]
+        if prepared.executor == "local"
+        else []
+    )
+    return LaunchResult(plan="".join(shown + where) + batch.render(plan, len(prepared.sets)))
 
 
 def batch_plan(
@@ -91,9 +98,12 @@ def submit_runs(
     """Submit one task set per record (an array for several), from their launch's code copy."""
     files = layout.launch(records[0].launch_id)
     files.requeue.mkdir(parents=True, exist_ok=True)
+    code_paths = import_paths(files.code)
     jobs = BatchJobs(
-        plan=batch_plan(profile, records[0].entry, layout, files, import_paths(files.code)),
+        plan=batch_plan(profile, records[0].entry, layout, files, code_paths),
         specs=tuple(job_spec(layout, profile, r, attempt_base) for r in records),
+        profile=profile,
+        code_paths=tuple(code_paths),
         project_root=layout.root,
         host_python=sys.executable,
         watcher_log=files.watcher_log,
@@ -131,7 +141,13 @@ def record_jobs(
     """Add each run's new job to its record."""
     launched: list[LaunchedRun] = []
     for record, job in zip(records, submitted, strict=True):
-        entry = JobEntry(job_id=job.job_id, submitted=now(), kind=kind, watcher_id=job.watcher_id)
+        entry = JobEntry(
+            job_id=job.job_id,
+            submitted=now(),
+            kind=kind,
+            watcher_id=job.watcher_id,
+            executor=job.executor,
+        )
         update_record(layout, record.run_id, lambda r, e=entry: r.jobs.append(e))
         logs = layout.run_logs(record.run_id)
         launched.append(LaunchedRun(run_id=record.run_id, job_id=job.job_id, logs=logs))

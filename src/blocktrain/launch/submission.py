@@ -2,7 +2,8 @@
 
 :class:`Scheduler` is what the launcher asks of Slurm: submit a launch's tasks, and say which
 jobs are still queued. :class:`SlurmScheduler` is the real one; submitit is imported only when
-it submits.
+it submits. Jobs without Slurm have their own scheduler,
+:class:`~blocktrain.launch.localscheduler.LocalScheduler`.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import IO, TYPE_CHECKING, Protocol
 from blocktrain.errors import BlocktrainError
 from blocktrain.launch import finalize, slurmcmd
 from blocktrain.launch.batch import BatchPlan
+from blocktrain.launch.profile import Profile
 from blocktrain.launch.slurmcmd import QueueEntry
 from blocktrain.launch.spec import JobSpec
 from blocktrain.launch.worker import Worker
@@ -33,6 +35,10 @@ class BatchJobs:
 
     plan: BatchPlan
     specs: tuple[JobSpec, ...]
+    profile: Profile
+    """What the plan was made from (a local job reads its resources and policy here)."""
+    code_paths: tuple[str, ...]
+    """The launch's frozen code, first on each task's import path."""
     project_root: Path
     host_python: str
     """The launcher's Python, which the watcher job runs."""
@@ -43,7 +49,10 @@ class BatchJobs:
 class Submitted:
     job_id: str
     """``123``, or ``120_3`` for element 3 of array job 120."""
-    watcher_id: str
+    watcher_id: str | None
+    """The job that records the run's end if its processes cannot (none for a local job:
+    its supervisor does)."""
+    executor: str = "slurm"
 
 
 class Scheduler(Protocol):
