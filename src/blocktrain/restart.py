@@ -19,7 +19,9 @@ once. Once they agree, all ranks checkpoint together and call :func:`stop_now`, 
 - :class:`RestartBudgetError` when the cause's budget is spent (the run ends FAILED).
 
 The worker asks for a new attempt after a crash through :func:`request_requeue` too, within
-the ``crash`` budget.
+the ``crash`` budget, unless the crash repeats the previous attempt's before either reached a
+step boundary (:func:`judge_crash`): a deterministic error, such as a missing data path, would
+only crash again until the budget is spent.
 
 Must not: import torch (the collective lives in :mod:`blocktrain.distributed`), or run Slurm
 commands: the requeue itself is the batch script's.
@@ -41,6 +43,8 @@ from typing import Literal, NoReturn
 
 from blocktrain import distributed
 from blocktrain.core.files import write_text_atomic
+from blocktrain.core.jobenv import job_context
+from blocktrain.core.outcome import one_line
 from blocktrain.core.paths import RunFiles
 from blocktrain.errors import BlocktrainError, RequeueRequested, StopRequested, Terminated
 
@@ -71,6 +75,8 @@ class RestartConfig:
     run_dir: Path
     marker_dir: Path
     job_key: str
+    restart_count: int = 0
+    """``SLURM_RESTART_COUNT``: how many times Slurm requeued this job before this attempt."""
     budgets: Mapping[str, Budget] = field(default_factory=dict[str, Budget])
 
     @classmethod
@@ -94,6 +100,7 @@ class RestartConfig:
             run_dir=Path(run_dir),
             marker_dir=Path(marker_dir),
             job_key=job_key,
+            restart_count=job_context(env).restart_count,
             budgets=json.loads(env.get("BLOCKTRAIN_RESTART_BUDGETS", "{}")),
         )
 
@@ -114,14 +121,114 @@ def budget_allows(budgets: Mapping[str, Budget], cause: str, spent: Mapping[str,
     return budget == "unlimited" or spent.get(cause, 0) < budget
 
 
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Crash:
+    """How one attempt crashed: what rank 0 keeps in the run's ``last-crash.json``."""
+
+    kind: str
+    """The exception's type, with its module: ``builtins.FileNotFoundError``."""
+    message: str
+    summary: str
+    """One line for people: ``FileNotFoundError: [Errno 2] No such file or directory: 'x'``."""
+    before_first_step: bool
+    """The attempt crashed before its code reached a step boundary."""
+    job_key: str
+    restart_count: int
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "kind": self.kind,
+                "message": self.message,
+                "summary": self.summary,
+                "before_first_step": self.before_first_step,
+                "job_key": self.job_key,
+                "restart_count": self.restart_count,
+            }
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> Crash | None:
+        """None for a torn or foreign file: the next crash is then requeued as usual."""
+        try:
+            raw = json.loads(text)
+            return cls(
+                kind=str(raw["kind"]),
+                message=str(raw["message"]),
+                summary=str(raw["summary"]),
+                before_first_step=bool(raw["before_first_step"]),
+                job_key=str(raw["job_key"]),
+                restart_count=int(raw["restart_count"]),
+            )
+        except (ValueError, TypeError, KeyError):
+            return None
+
+
+def crash_of(error: BaseException, *, before_first_step: bool, config: RestartConfig) -> Crash:
+    """The record of this attempt's crash with ``error``."""
+    kind = type(error)
+    return Crash(
+        kind=f"{kind.__module__}.{kind.__qualname__}",
+        message=str(error),
+        summary=one_line(error),
+        before_first_step=before_first_step,
+        job_key=config.job_key,
+        restart_count=config.restart_count,
+    )
+
+
+def repeats_previous(previous: Crash | None, crash: Crash) -> bool:
+    """Whether ``crash`` repeats the previous attempt's: the same exception type and message,
+    both before their first step boundary, in consecutive attempts of the same job.
+
+    Such a crash is deterministic (a missing path, a bad argument): another attempt would
+    crash the same way. A crash after progress may be transient and keeps its budget; a
+    relaunch (a new job) gets a new attempt even if it crashes as the last one did.
+    """
+    return (
+        previous is not None
+        and crash.before_first_step
+        and previous.before_first_step
+        and previous.job_key == crash.job_key
+        and previous.restart_count == crash.restart_count - 1
+        and previous.kind == crash.kind
+        and previous.message == crash.message
+    )
+
+
+def repeated_crash_note(crash: Crash, run_id: str) -> str:
+    """What the run's status, its logs and Slack say when the guard stops requeueing."""
+    return (
+        f"{crash.summary} (not requeued: the previous attempt failed the same way before its "
+        f"first step; fix the cause, then run slurm-launch --run-id {run_id})"
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class CrashJudgement:
+    """Whether the crash of this attempt is requeued (within the crash budget) or ends the run."""
+
+    crash: Crash
+    repeated: bool
+    """It repeats the previous attempt's crash (:func:`repeats_previous`): not requeued."""
+    note: str | None
+    """:func:`repeated_crash_note` when ``repeated``."""
+
+
 @dataclass(slots=True)
 class RestartProtocol:
-    """Per-process state: which signal arrived, and whether user code ever polls."""
+    """Per-process state: which signal arrived, whether user code ever polls, and the
+    judgement of the crash that ends the attempt."""
 
     config: RestartConfig
     started: float = field(default_factory=time.monotonic)
     received: str | None = None
     polled: bool = False
+    """The code reached a step boundary (it polled :func:`signalled` or :func:`should_stop`):
+    the attempt made progress, so a crash now may be transient."""
+    judged: tuple[BaseException, CrashJudgement] | None = None
+    """The first :func:`judge_crash` answer, so that the notifier, the tracker and the worker
+    agree on it whatever the run folder holds when each asks."""
 
     def handle(self, signum: int, frame: FrameType | None) -> None:
         name = signal.Signals(signum).name.removeprefix("SIG")
@@ -181,6 +288,38 @@ def stop_now() -> NoReturn:
     if distributed.is_rank_zero():
         request_requeue(config, cause, spent)
     raise RequeueRequested(cause)
+
+
+def judge_crash(error: BaseException) -> CrashJudgement | None:
+    """Whether the crash with ``error`` repeats the previous attempt's; None outside a job.
+
+    Reads the previous attempt's crash from the run folder; the same error gets the same
+    answer however often it is asked (the notifier, the tracker and the worker all ask).
+    """
+    protocol = _current.get()
+    if protocol is None:
+        return None
+    if protocol.judged is not None and protocol.judged[0] is error:
+        return protocol.judged[1]
+    config = protocol.config
+    crash = crash_of(error, before_first_step=not protocol.polled, config=config)
+    repeated = repeats_previous(read_crash(config.run_dir), crash)
+    note = repeated_crash_note(crash, config.run_dir.name) if repeated else None
+    judgement = CrashJudgement(crash=crash, repeated=repeated, note=note)
+    protocol.judged = (error, judgement)
+    return judgement
+
+
+def keep_crash(config: RestartConfig, crash: Crash) -> None:
+    """Record this attempt's crash for the next attempt to compare with (rank 0 only)."""
+    write_text_atomic(RunFiles(config.run_dir).last_crash, crash.to_json())
+
+
+def read_crash(run_dir: Path) -> Crash | None:
+    try:
+        return Crash.from_json(RunFiles(run_dir).last_crash.read_text())
+    except OSError:
+        return None
 
 
 def request_requeue(config: RestartConfig, cause: str, spent: Mapping[str, int]) -> None:

@@ -19,8 +19,8 @@ import pytest
 pytestmark = pytest.mark.integration
 HERE = Path(__file__).resolve()
 WORLD = 2
-DEADLINE_S = 60
-PG_TIMEOUT_S = 30
+DEADLINE_S = 180
+PG_TIMEOUT_S = 120
 STEPS = 5
 
 

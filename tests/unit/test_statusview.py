@@ -12,7 +12,8 @@ import pytest
 
 from blocktrain.cli import status
 from blocktrain.core.paths import Layout
-from blocktrain.launch import statusview
+from blocktrain.launch import localjob, statusview
+from blocktrain.launch.localstate import Element, LocalJob, LocalPlan
 from blocktrain.launch.records import JobEntry, RunRecord, write_record
 from blocktrain.launch.slurmcmd import QueueEntry, parse_squeue
 from blocktrain.launch.statusview import LocalStatus
@@ -219,7 +220,30 @@ def test_json_is_a_list_of_flat_rows_with_the_full_run_id() -> None:
         "nodes": None,
         "metric": "val_acc=0.5",
         "metrics": {"val_acc": 0.5},
+        "reason": None,
+        "executor": "slurm",
     }
+
+
+def test_a_local_job_is_marked_and_once_ended_shows_its_run_status() -> None:
+    def local_record(run_id: str, job_id: str) -> RunRecord:
+        job = JobEntry(job_id=job_id, submitted=SUBMITTED, executor="local")
+        return record(run_id, None, jobs=[job])
+
+    ended = {"L7": QueueEntry("L7", "COMPLETED", "0:43", "localhost")}
+    running = {"L8": QueueEntry("L8", "RUNNING", "0:05", "localhost")}
+    rows = [
+        statusview.build_row(local_record("a" * 16, "L7"), finished(loss=0.25), {}, ended),
+        statusview.build_row(local_record("b" * 16, "L8"), LocalStatus(), running, {}),
+        statusview.build_row(local_record("c" * 16, "L9"), LocalStatus(), {}, {}),
+    ]
+    assert [(r.state, r.executor) for r in rows] == [
+        ("FINISHED", "local"), ("RUNNING", "local"), ("UNKNOWN", "local")
+    ]  # fmt: skip
+    assert statusview.cells(rows[0])[2] == "L7 (local)"
+    assert statusview.split_local(["120_3", "L7", "L8_1", "9"]) == (["L7", "L8_1"], ["120_3", "9"])
+    queued, accounted = statusview.by_state([*ended.values(), *running.values()])
+    assert (list(queued), list(accounted)) == (["L8"], ["L7"])
 
 
 # --- the CLI's calls to Slurm (fake squeue and sacct on PATH, which log their arguments) ---
@@ -349,3 +373,28 @@ def test_watch_redraws_until_ctrl_c_without_escape_codes_off_a_tty(
     assert out.count("\ngoing  -     9    RUNNING") == 2
     assert "\033" not in out
     assert slurm_calls(fake_slurm) == ["squeue -h -o %i|%T|%M|%N -j 9"] * 2
+
+
+def test_local_jobs_answer_from_their_state_files_without_asking_slurm(
+    fake_slurm: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    layout = Layout(Path.cwd())
+    for run_id, job_id in (("loc0", "L3_0"), ("loc1", "L3_1")):
+        job = JobEntry(job_id=job_id, submitted=SUBMITTED, executor="local")
+        write_record(layout, record(run_id, None, jobs=[job]))
+    plan = LocalPlan(
+        job_id="L3", array=True, specs=[{"run_id": "loc0"}, {"run_id": "loc1"}],
+        job_name="train", tasks=1, cpus_per_task=1, python=["python"], env={}, code_paths=[],
+        output="out", project_root=str(Path.cwd()), requeue_dir="requeue", time_limit_s=60,
+        signal="USR2", lead_s=10,
+    )  # fmt: skip
+    elements = [Element(state="RUNNING", started=SUBMITTED_EPOCH), Element()]
+    localjob.write_job(
+        layout, LocalJob(plan=plan, elements=elements, submitted=1.0, supervisor_pid=os.getpid())
+    )
+    assert status.main(["--all", "--json"]) == 0
+    rows = {row["run_id"]: row for row in json.loads(capsys.readouterr().out)}
+    assert {k: (r["state"], r["job_id"], r["executor"]) for k, r in rows.items()} == {
+        "loc0": ("RUNNING", "L3_0", "local"), "loc1": ("PENDING", "L3_1", "local"),
+    }  # fmt: skip
+    assert slurm_calls(fake_slurm) == []

@@ -1,7 +1,8 @@
 """How a call ended, read from the exception that ended it: the one table of endings.
 
 The tracker turns an :class:`Outcome` into the MLflow run status, the notifier into the Slack
-message it posts, so that the two always agree on what happened. Pure: no I/O.
+message it posts, so that the two always agree on what happened; :func:`one_line` is how
+both, and the restart protocol's crash record, name an exception. Pure: no I/O.
 
 Must not: import torch, mlflow or any blocktrain package but :mod:`blocktrain.errors`.
 """
@@ -60,3 +61,11 @@ def classify(error: BaseException | None) -> Outcome:
             return KILLED
         case _:
             return CRASHED
+
+
+def one_line(error: BaseException) -> str:
+    """``FileNotFoundError: [Errno 2] No such file or directory: 'x'``: the type and the
+    message's first line."""
+    message = str(error).strip()
+    first = message.splitlines()[0] if message else ""
+    return f"{type(error).__name__}: {first}" if first else type(error).__name__

@@ -61,6 +61,11 @@ class RunFiles:
         return self.folder / "restarts.json"
 
     @property
+    def last_crash(self) -> Path:
+        """How the latest crashed attempt crashed (JSON), compared with the next one's crash."""
+        return self.folder / "last-crash.json"
+
+    @property
     def rendezvous(self) -> Path:
         """Where the tasks of one attempt agree on a port."""
         return self.folder / "rendezvous"
@@ -177,3 +182,21 @@ class Layout:
 
     def log_files(self, run_id: str) -> LogFiles:
         return LogFiles(self.run_logs(run_id))
+
+    @property
+    def local_jobs(self) -> Path:
+        """Jobs run without Slurm (``--executor local``): a state file per job, by job id."""
+        return self.state / "local-jobs"
+
+    def local_job(self, job_id: str) -> Path:
+        """The state file of a local job (of its whole array, for an element ``L7_3``)."""
+        return self.local_jobs / f"{job_id.split('_', 1)[0]}.json"
+
+    def local_cancel(self, job_id: str) -> Path:
+        """Left by ``slurm-cancel`` for the local job (or array element) to end at once."""
+        return self.local_jobs / f"{job_id}.cancel"
+
+    @property
+    def local_job_counter(self) -> Path:
+        """The last local job number given out, read and raised under its lock."""
+        return self.local_jobs / "last-id"

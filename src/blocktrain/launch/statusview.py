@@ -10,6 +10,10 @@ Where a row's state comes from, first match wins:
 3. the run's ``status.json`` written by the tracker (FINISHED, FAILED, KILLED, ...), if it was
    written after the latest job was submitted, so a relaunched run never shows the old state;
 4. ``UNKNOWN``.
+
+A job run without Slurm (``--executor local``, job ids such as ``L7``) is not asked about in
+``squeue``/``sacct``: its supervisor's state file takes their place (see :mod:`.localstate`),
+except that once it has ended, the run's own status.json (FINISHED, KILLED, ...) comes first.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import cast
 
+from blocktrain.launch.localstate import ACTIVE, is_local
 from blocktrain.launch.records import RunRecord
 from blocktrain.launch.slurmcmd import QueueEntry, expand_array_id
 
@@ -56,6 +61,21 @@ def by_job(entries: Iterable[QueueEntry]) -> dict[str, QueueEntry]:
     return {entry.job_id: entry for entry in entries}
 
 
+def split_local(job_ids: Iterable[str]) -> tuple[list[str], list[str]]:
+    """(local job ids, Slurm job ids): the state files answer for the first, Slurm for the rest."""
+    ids = list(job_ids)
+    return [j for j in ids if is_local(j)], [j for j in ids if not is_local(j)]
+
+
+def by_state(entries: Iterable[QueueEntry]) -> tuple[dict[str, QueueEntry], dict[str, QueueEntry]]:
+    """Local jobs' entries as (queued, accounted): what squeue and sacct would have said."""
+    listed = list(entries)
+    return (
+        by_job(e for e in listed if e.state in ACTIVE),
+        by_job(e for e in listed if e.state not in ACTIVE),
+    )
+
+
 def base_ids(job_ids: Iterable[str]) -> list[str]:
     """Array job ids to ask Slurm about: ``120_3`` becomes ``120``, which lists every element."""
     return sorted({job_id.split("_", 1)[0] for job_id in job_ids}, key=_numeric)
@@ -78,6 +98,8 @@ class LocalStatus:
     """When status.json was written (epoch seconds)."""
     touched: float | None = None
     """When the run's log folder last changed (an attempt started, status.json replaced)."""
+    reason: str | None = None
+    """``reason`` of status.json: why the attempt failed, in one line."""
 
 
 def local_status(
@@ -93,6 +115,7 @@ def local_status(
         metrics=_floats(_mapping(raw.get("metrics"))),
         updated=_float(raw.get("updated")),
         touched=touched,
+        reason=_str(raw.get("reason")),
     )
 
 
@@ -224,6 +247,10 @@ class Row:
     metric: str | None
     """``name=value`` of :func:`choose_metric`."""
     metrics: dict[str, float]
+    reason: str | None = None
+    """Why the run's latest job failed, from its status.json (see :class:`LocalStatus`)."""
+    executor: str | None = None
+    """Where the latest job runs: ``slurm``, or ``local`` (marked in the table's JOB cell)."""
 
     def to_dict(self) -> dict[str, object]:
         return dataclasses.asdict(self)
@@ -239,6 +266,8 @@ def build_row(
     job_id = record.latest_job.job_id if record.latest_job is not None else None
     slurm = (queued.get(job_id) or accounted.get(job_id)) if job_id is not None else None
     state = slurm.state if slurm is not None else current_status(record, local) or "UNKNOWN"
+    if slurm is not None and record.executor == "local" and settled(record, local):
+        state = current_status(record, local) or state  # FINISHED says more than COMPLETED
     metric = choose_metric(local.metrics)
     return Row(
         run_id=record.run_id,
@@ -251,6 +280,8 @@ def build_row(
         nodes=(slurm.nodes or None) if slurm is not None else None,
         metric=f"{metric[0]}={metric[1]:.4g}" if metric is not None else None,
         metrics=dict(local.metrics),
+        reason=local.reason if current_status(record, local) is not None else None,
+        executor=record.executor,
     )
 
 
@@ -271,22 +302,25 @@ HEADERS = ("RUN", "NAME", "JOB", "STATE", "ATTEMPT", "ELAPSED", "NODES", "METRIC
 
 def cells(row: Row) -> tuple[str, ...]:
     """A row as table cells; the run id is cut to 8 characters, enough to pass to slurm-log."""
+    job = f"{row.job_id} (local)" if row.job_id and row.executor == "local" else row.job_id
     values = (
-        row.run_id[:8], row.name, row.job_id, row.state,
+        row.run_id[:8], row.name, job, row.state,
         None if row.attempt is None else str(row.attempt), row.elapsed, row.nodes, row.metric,
     )  # fmt: skip
     return tuple(value or "-" for value in values)
 
 
 def render_table(rows: Sequence[Row]) -> str:
-    """Fixed columns, each as wide as its widest cell, two spaces apart."""
+    """Fixed columns, each as wide as its widest cell, two spaces apart; then the reason of
+    each failed row, too long for a column."""
     lines = [HEADERS, *(cells(row) for row in rows)]
     widths = [max(len(line[i]) for line in lines) for i in range(len(HEADERS))]
     text = (
         "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
         for line in lines
     )
-    return "\n".join(text) + "\n"
+    reasons = [f"{row.run_id[:8]}: {row.reason}" for row in rows if row.reason]
+    return "\n".join([*text, *reasons]) + "\n"
 
 
 def render_json(rows: Sequence[Row]) -> str:

@@ -2,7 +2,9 @@
 
 It restores the run's environment and code, installs the restart protocol, sets up
 torch.distributed from Slurm's variables, and calls the entry function with the run's
-recorded arguments.
+recorded arguments. When it crashes, rank 0 records the crash and asks for a new attempt
+within the crash budget, unless the crash repeats the previous attempt's before any step
+(see :func:`blocktrain.restart.judge_crash`).
 """
 
 from __future__ import annotations
@@ -80,9 +82,9 @@ class Worker:
                 # Checkpointed; the marker (or its absence) tells the batch script.
                 distributed.exit_without_finalizing()
                 return
-            except Exception:
+            except Exception as exc:
                 if context.is_rank_zero:
-                    _requeue_after_crash(config)
+                    _requeue_after_crash(config, exc)
                 raise
         if context.is_rank_zero:
             run.finished_marker.touch()
@@ -110,9 +112,17 @@ def agree_port(folder: Path, key: str, rank: int, timeout_s: float = 300.0) -> i
     raise BlocktrainError(f"rank 0 published no rendezvous port in {path} within {timeout_s:.0f} s")
 
 
-def _requeue_after_crash(config: RestartConfig) -> None:
+def _requeue_after_crash(config: RestartConfig, error: Exception) -> None:
+    """Requeue within the crash budget, unless the crash repeats the previous attempt's."""
     from blocktrain import restart
 
+    judgement = restart.judge_crash(error)
+    if judgement is not None:
+        with contextlib.suppress(OSError):  # without the record, the next crash is requeued
+            restart.keep_crash(config, judgement.crash)
+        if judgement.note is not None:
+            sys.stderr.write(f"blocktrain: {judgement.note}\n")
+            return
     spent = restart.read_counts(config.run_dir)
     if restart.budget_allows(config.budgets, "crash", spent):
         restart.request_requeue(config, "crash", spent)

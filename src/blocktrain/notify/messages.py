@@ -10,6 +10,7 @@ import traceback
 from collections.abc import Mapping
 
 from blocktrain.core.jobenv import JobContext
+from blocktrain.core.outcome import one_line
 from blocktrain.core.redact import Redactor
 from blocktrain.core.values import JSON, to_jsonable
 
@@ -101,17 +102,23 @@ def crashed_message(
     run_url: str | None,
     mention: str | None,
     redact: Redactor,
+    note: str | None = None,
 ) -> Payload:
-    """A crash: the exception on the first line, then the tail of its traceback."""
+    """A crash: the exception on the first line, then the tail of its traceback.
+
+    ``note``: why the job is not requeued, when it says so (see
+    :func:`blocktrain.restart.repeated_crash_note`), shown under the first line.
+    """
     header = _mentioned(
         mention,
         f":x: {_name(entry, redact)} crashed after {format_duration(duration_s)} "
         f"{_where(context, redact)} (attempt {context.attempt}): "
         f"{_truncate(_clean(one_line(error), redact), SUMMARY_LIMIT)}",
     )
+    notes = [f":no_entry: {_clean(note, redact)}"] if note else []
     title = f"Traceback (last {TRACEBACK_LINES} lines)"
     tail = _code_section(title, _clean(traceback_tail(error), redact), keep_end=True)
-    return _payload([header, *_link_sections(run_url, redact), tail])
+    return _payload([header, *notes, *_link_sections(run_url, redact), tail])
 
 
 def requeued_message(
@@ -190,12 +197,6 @@ def _link(run_url: str, redact: Redactor) -> str:
 
 def _link_sections(run_url: str | None, redact: Redactor) -> list[str]:
     return [_link(run_url, redact)] if run_url else []
-
-
-def one_line(error: BaseException) -> str:
-    message = str(error).strip()
-    first = message.splitlines()[0] if message else ""
-    return f"{type(error).__name__}: {first}" if first else type(error).__name__
 
 
 def _json_text(value: object, redact: Redactor) -> str:

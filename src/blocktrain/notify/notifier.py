@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import ParamSpec, TypeVar, overload
 
 from blocktrain.core.jobenv import JobContext, job_context
-from blocktrain.core.outcome import classify
+from blocktrain.core.outcome import classify, one_line
 from blocktrain.core.redact import Redactor
 from blocktrain.core.values import JSON, bound_arguments
 from blocktrain.notify.config import NotifyConfig
@@ -32,7 +32,6 @@ from blocktrain.notify.messages import (
     crashed_message,
     finished_message,
     killed_message,
-    one_line,
     requeued_message,
     resume_message,
     start_message,
@@ -189,8 +188,22 @@ def _closing_message(
             entry, context, error, duration_s=elapsed, run_url=url, mention=mention, redact=redact
         )
     return crashed_message(
-        entry, context, error, duration_s=elapsed, run_url=url, mention=mention, redact=redact
+        entry,
+        context,
+        error,
+        duration_s=elapsed,
+        run_url=url,
+        mention=mention,
+        redact=redact,
+        note=_repeated_crash_note(error),
     )
+
+
+def _repeated_crash_note(error: BaseException) -> str | None:
+    """Why a launched job's crash is not requeued, when it repeats the previous attempt's."""
+    from blocktrain.track.lifecycle import repeated_crash_note
+
+    return repeated_crash_note(error)
 
 
 def _final_metrics(metrics: Metrics | None) -> dict[str, float]:

@@ -76,22 +76,27 @@ def _write_attempt_record(tracker: Tracker) -> None:
     path.write_text(json.dumps(record, indent=2) + "\n")
 
 
-def upload_logs(tracker: Tracker, status: str = "RUNNING") -> None:
+def upload_logs(tracker: Tracker, status: str = "RUNNING", reason: str | None = None) -> None:
     """Refresh the local status and queue the attempt's folder for upload."""
     if tracker.context.is_rank_zero:
-        write_local_status(tracker, status)
+        write_local_status(tracker, status, reason)
     tracker.log_artifacts(tracker.attempt_dir, f"logs/attempt-{tracker.attempt}")
 
 
-def write_local_status(tracker: Tracker, status: str) -> None:
-    """``status.json`` beside the attempts: what slurm-status shows without asking MLflow."""
-    record = {
+def write_local_status(tracker: Tracker, status: str, reason: str | None = None) -> None:
+    """``status.json`` beside the attempts: what slurm-status shows without asking MLflow.
+
+    ``reason``: one line on why the attempt ended so (the exception of a failure).
+    """
+    record: dict[str, object] = {
         "run_id": tracker.run_id,
         "attempt": tracker.attempt,
         "status": status,
         "metrics": tracker.latest_metrics,
         "updated": time.time(),
     }
+    if reason is not None:
+        record["reason"] = reason
     with contextlib.suppress(OSError):
         write_text_atomic(tracker.logs.status, json.dumps(record))
 

@@ -21,11 +21,12 @@ from collections.abc import Callable, Generator, Mapping
 from pathlib import Path
 from typing import Any
 
+from blocktrain.core.outcome import one_line
 from blocktrain.core.paths import unsent_dir
 from blocktrain.core.redact import Redactor
 from blocktrain.core.values import JSON, flatten
 from blocktrain.errors import TrackingError
-from blocktrain.track.attemptlogs import upload_logs
+from blocktrain.track.attemptlogs import keep_failure, upload_logs
 from blocktrain.track.backend import MlflowBackend
 from blocktrain.track.gitstate import git_state, git_tags
 from blocktrain.track.replay import backend_for, replay_unsent
@@ -161,12 +162,22 @@ def _attempt_tags(tracker: Tracker) -> dict[str, str]:
     return tags
 
 
-def close_run(tracker: Tracker, status: str) -> None:
-    """Upload the logs, end the run with ``status`` and flush, spilling what MLflow refused."""
+def close_run(tracker: Tracker, status: str, error: BaseException | None, redact: Redactor) -> None:
+    """Upload the logs, end the run with ``status`` and flush, spilling what MLflow refused.
+
+    A failure's one line (``error``) goes into ``status.json`` as its reason, and a crash that
+    ends the run because it repeats the previous attempt's says so in the error log too.
+    """
     writer = tracker.writer
     if writer is None:
         return
-    upload_logs(tracker, status)
+    reason = None
+    if status == "FAILED" and error is not None:
+        note = repeated_crash_note(error)
+        reason = redact(note or one_line(error))
+        if note is not None:
+            keep_failure(tracker, f"blocktrain: {reason}\n")
+    upload_logs(tracker, status, reason)
     end = int(time.time() * 1000)
     writer.submit(Op("status", {"status": status, "end_time_ms": end}))
     key = writer.run_id or tracker.logs.folder.name
@@ -180,6 +191,15 @@ def close_run(tracker: Tracker, status: str) -> None:
             left,
             spill,
         )
+
+
+def repeated_crash_note(error: BaseException) -> str | None:
+    """Why a crash ends the run instead of being requeued, when it repeats the previous
+    attempt's before any step (:func:`blocktrain.restart.judge_crash`); else None."""
+    from blocktrain import restart
+
+    judgement = restart.judge_crash(error)
+    return judgement.note if judgement is not None else None
 
 
 def _announce(line: str) -> None:

@@ -118,11 +118,11 @@ def tracking(
         stack.enter_context(captured_logs(tracker, redact))
         stack.enter_context(made_current(tracker))
         stack.enter_context(terminate_on_sigterm())
-        ending, failure = classify(None), ""
+        ending, failure, error = classify(None), "", None
         try:
             yield tracker
         except BaseException as exc:
-            ending = classify(exc)
+            ending, error = classify(exc), exc
             if ending.keeps_traceback:
                 # Python prints the traceback only after the capture has ended; keep it in the log.
                 failure = redact(traceback.format_exc())
@@ -131,7 +131,7 @@ def tracking(
             stack.close()  # logs complete and fds restored before the last upload
             if failure:
                 keep_failure(tracker, failure)
-            close_run(tracker, ending.mlflow_status)
+            close_run(tracker, ending.mlflow_status, error, redact)
 
 
 def _logs(config: TrackConfig, context: JobContext) -> LogFiles:
