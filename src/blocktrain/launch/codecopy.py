@@ -11,11 +11,10 @@ import subprocess
 from collections.abc import Iterable
 from pathlib import Path
 
+from blocktrain.core.paths import STATE_DIR
 from blocktrain.errors import BlocktrainError
 
-_SKIP_PARTS = frozenset(
-    {".git", ".blocktrain", ".venv", "__pycache__", ".pytest_cache", ".ruff_cache"}
-)
+_SKIP_PARTS = frozenset({".git", STATE_DIR, ".venv", "__pycache__", ".pytest_cache", ".ruff_cache"})
 
 
 def project_files(root: Path) -> list[Path]:

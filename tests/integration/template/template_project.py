@@ -47,29 +47,20 @@ def clean_env(tmp: Path) -> dict[str, str]:
 def bake(output: Path, env: dict[str, str], *values: str) -> subprocess.CompletedProcess[str]:
     """``make project`` with --no-input: the toolkit's own command."""
     arguments = " ".join(["--no-input", *values])
-    return subprocess.run(
-        ["make", "--no-print-directory", "project", f"OUTPUT={output}", f"ARGS={arguments}"],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    make = ["make", "--no-print-directory", "project", f"OUTPUT={output}", f"ARGS={arguments}"]
+    return _run(make, REPO, env)
 
 
 def cookiecutter(
     cwd: Path, env: dict[str, str], *argv: str | Path
 ) -> subprocess.CompletedProcess[str]:
     """Plain ``cookiecutter --no-input ARGV``, started in ``cwd``: how templates are used."""
+    return _run([str(COOKIECUTTER), "--no-input", *map(str, argv)], cwd, env)
+
+
+def _run(argv: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [str(COOKIECUTTER), "--no-input", *map(str, argv)],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
+        argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=120, check=False
     )
 
 

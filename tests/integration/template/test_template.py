@@ -4,8 +4,8 @@ Baking checks the exact file set, that no Jinja is left, how bad values are refu
 a project gets blocktrain when nobody says (the template's own folder or git repository). One
 project baked by plain `cookiecutter --no-input` with the defaults, the same as `make project`
 bakes, then runs its own `make init lint type-check test`, trains its baseline with two DDP
-ranks on the real local cluster, labels a generated video, and runs its ablation sweep as one
-job array.
+ranks on the real local cluster, labels a generated video, runs its ablation sweep as one job
+array, and trains a shortened baseline without Slurm (`--executor local`), once preempted.
 """
 
 from __future__ import annotations
@@ -15,12 +15,14 @@ import json
 import os
 import shlex
 import shutil
+import signal
 import sqlite3
 import subprocess
 import sys
 import time
 import tomllib
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -391,3 +393,92 @@ def test_the_ablation_sweep_runs_as_one_job_array(baked: Baked, dataset: Path, s
     assert len(sweeps) == 1
     assert len(splits) == 1  # the same training split in every run
     assert len(settings) == 5
+
+
+# --- without Slurm -------------------------------------------------------------------------
+
+
+def without_slurm(baked: Baked, tools: Path) -> dict[str, str]:
+    """The project's .venv and git on PATH, nothing else: no sbatch, squeue or sacct."""
+    tools.mkdir()
+    git = shutil.which("git")
+    assert git is not None
+    (tools / "git").symlink_to(git)
+    path = f"{baked.root / '.venv' / 'bin'}{os.pathsep}{tools}"
+    for command in ("sbatch", "squeue", "sacct"):
+        assert shutil.which(command, path=path) is None
+    return {"PATH": path}
+
+
+def local_job(baked: Baked, job_id: str) -> dict[str, Any]:
+    """The job's state file (.blocktrain/local-jobs/<job>.json)."""
+    return json.loads((baked.root / ".blocktrain" / "local-jobs" / f"{job_id}.json").read_text())
+
+
+def attempt_log(baked: Baked, run_id: str, attempt: int) -> str:
+    path = baked.root / ".blocktrain" / "logs" / run_id / f"attempt-{attempt}" / "rank-0.out"
+    return path.read_text() if path.exists() else ""
+
+
+def status_row(baked: Baked, env: dict[str, str], run_id: str) -> dict[str, object]:
+    """The run's row of `slurm-status --json`, once its state is final: the supervisor records
+    the job's end just after the run's own."""
+    deadline = time.monotonic() + 60
+    while True:
+        [row] = json.loads(baked.run(".venv/bin/slurm-status", "--json", run_id, env=env).stdout)
+        if row["state"] in FINAL or time.monotonic() > deadline:
+            return row
+        time.sleep(1)
+
+
+def cancel_local_jobs(baked: Baked, env: dict[str, str]) -> None:
+    """No supervisor outlives the test: cancel the local jobs that still run."""
+    for path in (baked.root / ".blocktrain" / "local-jobs").glob("L*.json"):
+        elements = json.loads(path.read_text())["elements"]
+        if any(e["state"] in ("PENDING", "RUNNING", "REQUEUED") for e in elements):
+            baked.run(".venv/bin/slurm-cancel", path.stem, env=env, check=False)
+
+
+def test_the_baseline_runs_without_slurm_and_resumes_after_a_preemption(
+    baked: Baked, dataset: Path, tmp_path: Path
+):
+    """`--executor local` on a PATH without Slurm: the baseline, shortened, ends FINISHED with
+    its log; a second one, its supervisor sent SIGTERM mid-training, resumes on attempt 2."""
+    env = without_slurm(baked, tmp_path / "tools")
+    launch = [
+        ".venv/bin/slurm-launch", "train", "--args", "experiments/baseline.yaml",
+        "--profile", "local", "--executor", "local", "--set", "export=false",
+        "--set", "schedule.log_every_steps=5",
+    ]  # fmt: skip
+    try:
+        done = baked.run(*launch, "--set", "schedule.max_steps=20", env=env)
+        [(run_id, job_id)] = launched(done.stdout)
+        assert job_id.startswith("L")
+        wait_until_ended(baked, [run_id], timeout=300)
+        shown = baked.run(".venv/bin/slurm-log", run_id, env=env, check=False)
+        assert run_status(baked.root, run_id) == "FINISHED", shown.stdout[-3000:]
+        row = status_row(baked, env, run_id)
+        assert (row["job_id"], row["executor"], row["state"]) == (job_id, "local", "FINISHED")
+        assert any(line.startswith("step ") for line in shown.stdout.splitlines())
+        assert " loss " in shown.stdout
+        assert "validation accuracy " in shown.stdout
+        assert f"==> attempt 1 (job {job_id}" in shown.stderr
+
+        again = baked.run(*launch, "--set", "schedule.max_steps=150", env=env)
+        [(again_id, again_job)] = launched(again.stdout)
+        deadline = time.monotonic() + 240
+        while attempt_log(baked, again_id, 1).count(" loss ") < 2:
+            assert time.monotonic() < deadline, "attempt 1 did not start training"
+            time.sleep(1)
+        pid = local_job(baked, again_job)["supervisor_pid"]
+        assert isinstance(pid, int)
+        os.kill(pid, signal.SIGTERM)
+        wait_until_ended(baked, [again_id], timeout=300)
+        assert run_status(baked.root, again_id) == "FINISHED", attempt_log(baked, again_id, 2)
+        assert keyed(baked.root, "tags", again_id)["blocktrain.attempt"] == "2"
+        assert "resumed from " in attempt_log(baked, again_id, 2)
+        assert status_row(baked, env, again_id)["state"] == "FINISHED"
+        [element] = local_job(baked, again_job)["elements"]
+        assert element["restart_count"] == 1
+    finally:
+        cancel_local_jobs(baked, env)
