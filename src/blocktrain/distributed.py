@@ -115,7 +115,8 @@ def expand_hostlist(hostlist: str) -> list[str]:
     return hosts
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port on the loopback address that nothing listens on now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((_LOOPBACK, 0))
         return int(sock.getsockname()[1])
@@ -149,7 +150,7 @@ def _master_port(env: Mapping[str, str], world_size: int) -> int:
     if job_id >= 0:
         return _PORT_BASE + job_id % _PORT_SPAN
     # Several processes without a job id to agree on: torch's own default.
-    return _TORCH_DEFAULT_PORT if world_size > 1 else _free_port()
+    return _TORCH_DEFAULT_PORT if world_size > 1 else free_port()
 
 
 def rendezvous(env: Mapping[str, str]) -> Rendezvous:

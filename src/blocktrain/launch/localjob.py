@@ -24,7 +24,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -36,6 +35,7 @@ from types import FrameType
 
 from blocktrain.core.files import write_text_atomic
 from blocktrain.core.paths import Layout
+from blocktrain.distributed import free_port
 from blocktrain.launch import localstate
 from blocktrain.launch.localstate import LocalJob, LocalPlan
 
@@ -98,12 +98,6 @@ def start_supervisor(layout: Layout, job_id: str, python: str, log: Path) -> int
         process.kill()
     lines = log.read_text(errors="replace").strip().splitlines() or ["no output"]
     raise RuntimeError(f"the local job supervisor did not start: {lines[-1]} (see {log})")
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @dataclass(slots=True)
@@ -197,7 +191,7 @@ class Supervisor:
         if self._withdrawn(index):
             self.finish(index, "CANCELLED", 0, now)
             return
-        port = _free_port()
+        port = free_port()
         processes = [self._spawn(index, rank, element.restart_count, port)
                      for rank in range(self.plan.tasks)]  # fmt: skip
         element.state, element.started, element.ended = "RUNNING", now, None
