@@ -9,10 +9,10 @@ import urllib.request
 from collections.abc import Mapping
 from http.client import HTTPException
 
+from blocktrain.core.outcome import one_line
 from blocktrain.core.redact import Redactor
 from blocktrain.core.values import JSON
 from blocktrain.notify.config import NotifyConfig
-from blocktrain.notify.messages import one_line
 
 _log = logging.getLogger("blocktrain.notify")
 
