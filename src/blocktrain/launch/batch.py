@@ -2,19 +2,21 @@
 
 The ``#SBATCH`` header and the ``srun`` line are submitit's (its executor writes the script it
 submits; :func:`render` writes the same text for ``--dry-run``); blocktrain adds the container
-wrapping of each task, the environment, and the teardown that requeues the job when its tasks
-asked for it. The teardown runs in the batch shell, outside any container, because it needs
-Slurm's commands.
+wrapping of each task (rendered by :mod:`.container`), the environment, and the teardown that
+requeues the job when its tasks asked for it. The teardown runs in the batch shell, outside any
+container, because it needs Slurm's commands.
 """
 
 from __future__ import annotations
 
+import os
 import shlex
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
 
+from blocktrain.launch import container
 from blocktrain.launch.profile import Profile, time_minutes
 
 
@@ -28,18 +30,22 @@ class BatchPlan:
     parameters: dict[str, object]
 
 
-def task_python(profile: Profile, project_root: Path, host_python: str) -> str:
-    """The command that starts Python in each task: inside the image when the profile has one."""
-    if not profile.image:
+def task_python(
+    profile: Profile, project_root: Path, host_python: str, data: Sequence[str] = ()
+) -> str:
+    """The command that starts Python in each task: inside the image when the profile has one.
+
+    ``data`` are the data cache's folders, mounted in the container with the project folder.
+    """
+    if profile.container is None:
         return shlex.quote(host_python)
-    words = ["apptainer", "exec"]
-    if profile.gpus_per_node:
-        words.append("--nv")
-    # The project folder keeps its path inside the container: code copy, logs, checkpoints.
-    binds = [f"{project_root}:{project_root}", *profile.binds]
-    for bind in binds:
-        words += ["--bind", bind]
-    words += ["--pwd", str(project_root), profile.image, "python"]
+    words = container.command(
+        profile.container,
+        project_root=str(project_root),
+        data=data,
+        gpus=profile.gpus_per_node > 0,
+        job_env=list(profile.env),
+    )
     return shlex.join(words)
 
 
@@ -81,8 +87,15 @@ def plan(
     host_python: str,
     code_paths: list[str],
     requeue_dir: Path,
+    data: Sequence[str] | None = None,
 ) -> BatchPlan:
-    """The executor parameters (submitit's names) for a profile."""
+    """The executor parameters (submitit's names) for a profile.
+
+    ``data``: the data cache's folders a containerised task mounts; by default those this
+    process's environment names (a job inherits the environment it is submitted from).
+    """
+    if data is None:
+        data = container.data_dirs(os.environ, str(Path.home()))
     parameters: dict[str, object] = {
         "job_name": job_name,
         "nodes": profile.nodes,
@@ -114,7 +127,7 @@ def plan(
     return BatchPlan(
         job_name=job_name,
         folder=folder,
-        python=task_python(profile, project_root, host_python),
+        python=task_python(profile, project_root, host_python, data),
         parameters=parameters,
     )
 

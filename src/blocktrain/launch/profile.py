@@ -1,6 +1,7 @@
 """Launch profiles: the Slurm resources and restart policy of a job, from ``slurm/<name>.yaml``.
 
-A profile with ``executor: local`` runs its jobs on this machine, without Slurm.
+A profile with ``executor: local`` runs its jobs on this machine, without Slurm; one with a
+``container`` runs each task inside an image (:mod:`.container`).
 
 Validation reuses the argument checker, so a typo names the valid keys and a wrong type says
 what was expected, with the file and line.
@@ -20,6 +21,7 @@ import yaml
 from blocktrain.entry.argfiles import ArgSet, load_arg_file
 from blocktrain.entry.argtypes import Mismatch, coerce
 from blocktrain.errors import BlocktrainError
+from blocktrain.launch.container import Container
 
 Unlimited = Literal["unlimited"]
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -71,8 +73,8 @@ class Profile:
     qos: str | None = None
     constraint: str | None = None
     sbatch: dict[str, str | int | bool] = field(default_factory=dict[str, str | int | bool])
-    image: str | None = None
-    binds: list[str] = field(default_factory=list[str])
+    container: Container | None = None
+    """Run each task inside this image (``runtime``, ``image``, ``binds``, ``env``)."""
     env: dict[str, str | int | float] = field(default_factory=dict[str, str | int | float])
     array_parallelism: int | None = None
     """Elements of a job array running at once (a local job: one at a time by default)."""
@@ -155,7 +157,16 @@ def load_profile(root: Path, name: str, overrides: Iterable[str] = ()) -> Profil
     loaded = load_arg_file(path)
     for item in overrides:
         _apply_override(loaded, item)
-    return _build(loaded, path)
+    return _image_from_root(_build(loaded, path), root)
+
+
+def _image_from_root(profile: Profile, root: Path) -> Profile:
+    """A relative image path is the project folder's (not the job's working folder)."""
+    box = profile.container
+    if box is None or box.runtime == "podman" or Path(box.image).is_absolute():
+        return profile
+    image = str(root.resolve() / box.image)
+    return dataclasses.replace(profile, container=dataclasses.replace(box, image=image))
 
 
 def _apply_override(loaded: ArgSet, item: str) -> None:
@@ -179,8 +190,22 @@ def _apply_override(loaded: ArgSet, item: str) -> None:
     loaded.origins[path] = f"--slurm {item}"
 
 
+_MOVED = ("image", "binds")
+"""Keys of the profile's top level that moved under ``container``."""
+
+
 def _build(loaded: ArgSet, path: Path) -> Profile:
+    moved = [key for key in _MOVED if key in loaded.values]
+    if moved:
+        where = loaded.origin((moved[0],)) or str(path)
+        raise ProfileError(
+            f"{where}: {moved[0]}: the image and its binds moved under one key: "
+            "container: {runtime: apptainer, image: IMAGE, binds: [...]} (docs/containers.md)"
+        )
     try:
+        container = loaded.values.get("container")
+        if container is not None:  # checked alone: through the union, only "expected" is said
+            coerce(container, Container, ("container",))
         profile = coerce(loaded.values, Profile)
     except Mismatch as exc:
         where = loaded.origin(exc.path) or str(path)
