@@ -1,9 +1,10 @@
-"""A real single-node Slurm cluster with accounting for the integration tests.
+"""A real Slurm cluster with accounting for the integration tests.
 
-The `slurm_cluster` fixture (tests/conftest.py) starts one with `scripts/local-slurm up` in a
-fresh directory per test session and removes it with `down --purge` at the end, whatever the
-tests did. If the cluster cannot start, every test that uses it fails with the script's error
-and the daemons' log tails.
+The `slurm_cluster` fixture (tests/conftest.py) starts a single-node one with
+`scripts/local-slurm up` in a fresh directory per test session and removes it with
+`down --purge` at the end, whatever the tests did; tests/integration/multinode starts one of
+several nodes the same way (`start_cluster(..., nodes=3)`). If the cluster cannot start, every
+test that uses it fails with the script's error and the daemons' log tails.
 """
 
 import os
@@ -27,6 +28,7 @@ class SlurmCluster:
     state_dir: Path
     conf: Path
     env: dict[str, str]
+    nodes: int = 1
 
     def run(
         self, *cmd: str | Path, check: bool = True, timeout: float = 60
@@ -61,14 +63,18 @@ def log_tails(state_dir: Path, lines: int = 20) -> str:
     return "\n".join(parts)
 
 
-def start_cluster(state_dir: Path) -> SlurmCluster:
-    """Start a cluster in ``state_dir``; fail the test with the daemons' logs if it does not."""
+def start_cluster(state_dir: Path, *, nodes: int = 1, cpus: int | None = None) -> SlurmCluster:
+    """Start a cluster in ``state_dir`` (of ``nodes`` nodes offering ``cpus`` CPUs each); fail
+    the test with the daemons' logs if it does not."""
     cluster = SlurmCluster(
         state_dir=state_dir,
         conf=state_dir / "etc" / "slurm.conf",
         env={**os.environ, "SLURM_CONF": str(state_dir / "etc" / "slurm.conf")},
+        nodes=nodes,
     )
-    up = cluster.script("up", check=False)
+    shape = ["--nodes", str(nodes)] if nodes > 1 else []
+    shape += ["--cpus", str(cpus)] if cpus is not None else []
+    up = cluster.script("up", *shape, check=False)
     if up.returncode != 0:
         stop_cluster(cluster)
         pytest.fail(

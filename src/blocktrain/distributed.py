@@ -41,7 +41,7 @@ _PORT_BASE = 15000
 _PORT_SPAN = 20000
 _TORCH_DEFAULT_PORT = 29500
 _LOOPBACK = "127.0.0.1"
-_ENV_NAMES = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+_ENV_NAMES = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "GROUP_RANK")
 _BRACKETS = re.compile(r"\[([^\[\]]*)\]")
 _RANGE = re.compile(r"(\d+)(?:-(\d+))?")
 
@@ -55,14 +55,19 @@ class Rendezvous:
     world_size: int
     master_addr: str
     master_port: int
+    node_rank: int = 0
 
     @property
     def is_distributed(self) -> bool:
         return self.world_size > 1
 
     def env(self) -> dict[str, str]:
-        """The torch-style variables (``env://`` initialisation reads them)."""
-        values = (self.rank, self.local_rank, self.world_size, self.master_addr, self.master_port)
+        """The torch-style variables (``env://`` initialisation reads them; ``GROUP_RANK``, the
+        node rank, as torchrun sets it)."""
+        values = (
+            self.rank, self.local_rank, self.world_size, self.master_addr, self.master_port,
+            self.node_rank,
+        )  # fmt: skip
         return {name: str(value) for name, value in zip(_ENV_NAMES, values, strict=True)}
 
 
@@ -157,8 +162,9 @@ def rendezvous(env: Mapping[str, str]) -> Rendezvous:
     """Rank and world size (:func:`blocktrain.core.jobenv.ranks`) and rank 0's address.
 
     ``MASTER_ADDR`` and ``MASTER_PORT`` (as torchrun sets them) win. Under ``srun`` the address
-    is the first host of the step's (else the job's) node list, and the port is
-    ``15000 + job id % 20000``, so that every task agrees without talking;
+    is the first host of the step's (else the job's) node list, compressed or not
+    (``node[1-2]``): task 0 runs there, whatever the distribution, and every node resolves it by
+    name. The port is ``15000 + job id % 20000``, so that every task agrees without talking;
     ``BLOCKTRAIN_MASTER_PORT`` overrides it. Without either: 127.0.0.1, and a free port for a
     single process (torch's default, 29500, for several).
     """
@@ -169,6 +175,7 @@ def rendezvous(env: Mapping[str, str]) -> Rendezvous:
         world_size=where.world_size,
         master_addr=_master_addr(env),
         master_port=_master_port(env, where.world_size),
+        node_rank=where.node_rank,
     )
 
 

@@ -23,6 +23,15 @@ the ``crash`` budget, unless the crash repeats the previous attempt's before eit
 step boundary (:func:`judge_crash`): a deterministic error, such as a missing data path, would
 only crash again until the budget is spent.
 
+A node failure leaves no process to ask for anything: Slurm requeues the job itself (NODE_FAIL)
+and kills the surviving tasks. So every requeue a job asks for is written down with its Slurm
+restart count (``requeue-requests.json``), and when an attempt starts, rank 0 counts each
+earlier attempt of the job that asked for none as a ``node_failure`` in ``restarts.json``
+(:func:`account_node_failures`). Slurm requeues a requeueable job on its own only when a node
+fails or a launch on a node fails; a task killed before it installed the protocol (a SIGTERM
+in the first seconds of an attempt) counts so too. There is no budget for node failures: the
+job cannot refuse Slurm's requeue, and the count is what the run reports.
+
 Must not: import torch (the collective lives in :mod:`blocktrain.distributed`), or run Slurm
 commands: the requeue itself is the batch script's.
 """
@@ -33,6 +42,7 @@ import contextlib
 import contextvars
 import json
 import signal
+import sys
 import threading
 import time
 from collections.abc import Generator, Mapping
@@ -50,6 +60,8 @@ from blocktrain.errors import BlocktrainError, RequeueRequested, StopRequested, 
 
 Cause = Literal["timeout", "preemption", "stop"]
 Budget = int | Literal["unlimited"]
+NODE_FAILURE = "node_failure"
+"""The cause counted for an attempt that Slurm requeued without being asked (see above)."""
 # Not USR1: some NCCL versions catch it to dump their state, hiding it from the job (see
 # docs/restarts.md). A profile's ``signal`` overrides this.
 DEFAULT_SIGNAL = "USR2"
@@ -326,6 +338,9 @@ def request_requeue(config: RestartConfig, cause: str, spent: Mapping[str, int])
     """Spend one unit of ``cause``'s budget and leave the marker the batch script acts on."""
     counts = {**spent, cause: spent.get(cause, 0) + 1}
     _write_json(RunFiles(config.run_dir).restart_counts, counts)
+    requests = read_requests(config.run_dir)
+    asked = {**requests.get(config.job_key, {}), str(config.restart_count): cause}
+    _write_json(RunFiles(config.run_dir).requeue_requests, {**requests, config.job_key: asked})
     config.marker_dir.mkdir(parents=True, exist_ok=True)
     _write_json(config.marker_dir / config.job_key, {"cause": cause})
 
@@ -338,13 +353,54 @@ def read_counts(run_dir: Path) -> dict[str, int]:
         return {}
 
 
+def read_requests(run_dir: Path) -> dict[str, dict[str, str]]:
+    """``{job key: {Slurm restart count: cause}}`` of every requeue the run's jobs asked for."""
+    try:
+        raw = json.loads(RunFiles(run_dir).requeue_requests.read_text())
+        return {str(job): {str(n): str(c) for n, c in asked.items()} for job, asked in raw.items()}
+    except (FileNotFoundError, ValueError, AttributeError):
+        return {}
+
+
+def unrequested(restart_count: int, asked: Mapping[str, str]) -> list[int]:
+    """The Slurm restart counts, before ``restart_count``, of the attempts that asked for no
+    requeue (in ``asked``, by restart count): Slurm requeued those itself."""
+    return [count for count in range(restart_count) if str(count) not in asked]
+
+
+def account_node_failures(config: RestartConfig) -> list[int]:
+    """Count the earlier attempts of this job that Slurm requeued unasked as node failures,
+    once each (rank 0, as an attempt starts); the restart counts of those attempts."""
+    requests = read_requests(config.run_dir)
+    asked = requests.get(config.job_key, {})
+    lost = unrequested(config.restart_count, asked)
+    if not lost:
+        return []
+    spent = read_counts(config.run_dir)
+    counts = {**spent, NODE_FAILURE: spent.get(NODE_FAILURE, 0) + len(lost)}
+    _write_json(RunFiles(config.run_dir).restart_counts, counts)
+    marked = {**asked, **{str(count): NODE_FAILURE for count in lost}}
+    _write_json(RunFiles(config.run_dir).requeue_requests, {**requests, config.job_key: marked})
+    return lost
+
+
 def _write_json(path: Path, data: object) -> None:
     write_text_atomic(path, json.dumps(data))
 
 
 @contextlib.contextmanager
 def protocol(config: RestartConfig) -> Generator[RestartProtocol]:
-    """Install the handlers for the restart signal and SIGTERM for the block (main thread)."""
+    """Install the handlers for the restart signal and SIGTERM for the block (main thread).
+
+    On rank 0 it first counts the earlier attempts that Slurm requeued unasked
+    (:func:`account_node_failures`), before anything reads the counts.
+    """
+    if distributed.is_rank_zero() and config.restart_count > 0:
+        for count in account_node_failures(config):
+            sys.stderr.write(
+                f"blocktrain: Slurm requeued job {config.job_key} (restart {count}) without its"
+                f" asking: a node failure, counted as {NODE_FAILURE}\n"
+            )
     state = RestartProtocol(config=config)
     token = _current.set(state)
     signals = {signal.SIGTERM, getattr(signal, f"SIG{config.signal}")}

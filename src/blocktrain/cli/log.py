@@ -2,7 +2,8 @@
 
 Each attempt's lines come after a header, ``==> attempt 2 (job 123, host vm, started ...) <==``,
 written to stderr: stdout carries exactly the log's bytes, so it pipes cleanly into grep or
-less (``2>/dev/null`` drops the headers).
+less (``2>/dev/null`` drops the headers). ``--node`` picks the ranks by the node each ran on in
+each attempt (their records in the attempt's folder), one header per rank.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ Print the log of a run: every attempt in order, rank 0's stdout unless told othe
   slurm-log 120_3 --err         element 3 of array job 120, its stderr
   slurm-log 3f2a9c --follow     keep printing until the run ends (or Ctrl-C); a queued
                                 job is waited for
+  slurm-log 3f2a9c --node node2 every rank that ran on node2, attempt by attempt
 
 Attempt headers go to stderr; stdout is the log itself.
 """
@@ -49,7 +51,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--follow", action="store_true", help="print new lines as they come until the run ends"
     )
-    parser.add_argument("--rank", type=int, default=0, metavar="N", help="task rank (default 0)")
+    parser.add_argument(
+        "--rank", type=int, metavar="N", help="task rank (default 0, or every rank of --node)"
+    )
+    parser.add_argument(
+        "--node", metavar="NODE", help="the ranks that ran on this node (each attempt's own)"
+    )
     parser.add_argument("--attempt", type=int, metavar="N", help="only this attempt")
     return parser
 
@@ -59,25 +66,36 @@ class Logs:
     """Where one rank's stream of one run lies."""
 
     files: LogFiles
-    file_name: str
-    """``rank-0.out`` and the like."""
+    rank: int
+    stream: str
+    """``out`` or ``err``."""
+
+    @property
+    def file_name(self) -> str:
+        return self.path(0).name
 
     def attempts(self) -> list[int]:
         return self.files.attempt_numbers()
 
     def path(self, attempt: int) -> Path:
-        return self.files.attempt(attempt) / self.file_name
+        return self.files.rank_log(attempt, self.rank, self.stream)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    options = build_parser().parse_args(argv)
+    parser = build_parser()
+    options = parser.parse_args(argv)
+    if options.follow and options.node is not None:
+        parser.error("--follow follows one rank: name it with --rank, without --node")
     layout = Layout(project_root(Path.cwd()))
     try:
         record = resolve(layout, options.ident)
-        logs = Logs(layout.log_files(record.run_id), f"rank-{options.rank}.{_stream(options)}")
+        logs = Logs(layout.log_files(record.run_id), options.rank or 0, _stream(options))
         attempts = chosen_attempts(layout, record, logs, options)
         if options.follow:
             return follow(layout, record, logs, attempts[0], only=options.attempt is not None)
+        if options.node is not None:
+            print_node(logs, attempts, options.node, options.rank)
+            return 0
         for attempt in attempts:
             header(logs, attempt)
             pump(logs.path(attempt), 0)
@@ -171,25 +189,66 @@ def queue_state(layout: Layout, record: RunRecord) -> str | None:
         return None
 
 
-def header(logs: Logs, attempt: int) -> None:
-    """``==> attempt N (job J, host H, started T) <==`` on stderr, after stdout's pending bytes."""
-    facts = attempt_facts(logs.files.attempt_record(attempt))
+def print_node(logs: Logs, attempts: list[int], node: str, rank: int | None) -> None:
+    """Each attempt's logs of the ranks that ran on ``node`` (only ``rank``, when given)."""
+    seen: set[str] = set()
+    printed = False
+    for attempt in attempts:
+        placed = rank_nodes(logs.files, attempt)
+        seen.update(placed.values())
+        for found in ranks_on(placed, node, rank):
+            chosen = Logs(logs.files, found, logs.stream)
+            header(chosen, attempt, where=f"rank {found} on {node}")
+            pump(chosen.path(attempt), 0)
+            printed = True
+    if not printed:
+        which = "no rank" if rank is None else f"rank {rank} never"
+        nodes = ", ".join(sorted(seen)) or "none recorded"
+        raise BlocktrainError(f"{which} ran on node {node!r}; the run's nodes: {nodes}")
+
+
+def rank_nodes(files: LogFiles, attempt: int) -> dict[int, str]:
+    """``{rank: node}`` of one attempt, from the records each rank left (torn ones skipped)."""
+    placed: dict[int, str] = {}
+    for path in files.rank_records(attempt):
+        try:
+            raw: object = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        facts = cast("dict[str, object]", raw) if isinstance(raw, dict) else {}
+        rank, node = facts.get("rank"), facts.get("node")
+        if isinstance(rank, int) and isinstance(node, str):
+            placed[rank] = node
+    return placed
+
+
+def ranks_on(placed: dict[int, str], node: str, rank: int | None) -> list[int]:
+    """The ranks placed on ``node``, in order; only ``rank`` when given."""
+    return sorted(r for r, where in placed.items() if where == node and rank in (None, r))
+
+
+def header(logs: Logs, attempt: int, where: str | None = None) -> None:
+    """``==> attempt N (job J, host H, started T) <==`` on stderr, after stdout's pending bytes;
+    with ``where``, ``==> attempt N, rank R on NODE (job J, started T) <==``."""
+    facts = attempt_facts(logs.files.attempt_record(attempt), host=where is None)
     missing = "" if logs.path(attempt).exists() else f"no {logs.file_name}"
     parts = [part for part in (facts, missing) if part]
     described = f" ({', '.join(parts)})" if parts else ""
+    placed = f", {where}" if where else ""
     sys.stdout.flush()
-    sys.stderr.write(f"==> attempt {attempt}{described} <==\n")
+    sys.stderr.write(f"==> attempt {attempt}{placed}{described} <==\n")
     sys.stderr.flush()
 
 
-def attempt_facts(path: Path) -> str:
-    """``job 123, host vm, started ...`` from attempt.json (written by rank 0), else empty."""
+def attempt_facts(path: Path, *, host: bool = True) -> str:
+    """``job 123, host vm, started ...`` from attempt.json (written by rank 0), else empty;
+    the host (rank 0's) only with ``host``."""
     try:
         raw: object = json.loads(path.read_text())
     except (OSError, ValueError):
         return ""
     facts = cast("dict[str, object]", raw) if isinstance(raw, dict) else {}
-    shown = [(label, facts.get(key)) for label, key in _FACTS]
+    shown = [(label, facts.get(key)) for label, key in _FACTS if host or label != "host"]
     return ", ".join(f"{label} {value}" for label, value in shown if value not in (None, ""))
 
 

@@ -20,6 +20,8 @@ class JobContext:
     rank: int = 0
     local_rank: int = 0
     world_size: int = 1
+    node_rank: int = 0
+    """Which of the job's nodes this process runs on, from 0 (``SLURM_NODEID``)."""
     job_id: str | None = None
     """``123`` for a plain job, ``120_3`` for element 3 of array job 120."""
     array_index: int | None = None
@@ -37,6 +39,8 @@ class Ranks:
     rank: int
     local_rank: int
     world_size: int
+    node_rank: int = 0
+    """The index of this process's node among the job's (step's) nodes."""
 
     @property
     def is_rank_zero(self) -> bool:
@@ -48,15 +52,19 @@ def ranks(env: Mapping[str, str]) -> Ranks:
 
     Torch-style variables (``RANK``/``WORLD_SIZE``, set by torchrun and by blocktrain's worker
     once it has set up the process group) win as a set: when either is present, Slurm's are
-    used only for a missing ``LOCAL_RANK``. Under ``srun`` the world size is ``SLURM_NTASKS``,
-    else ``SLURM_STEP_NUM_TASKS`` (set inside a step even when the job's count is not). A value
-    that is not an integer is an error naming the variable, never a silent rank 0.
+    used only for a missing ``LOCAL_RANK`` or ``GROUP_RANK``. Under ``srun`` the world size is
+    ``SLURM_NTASKS``, else ``SLURM_STEP_NUM_TASKS`` (set inside a step even when the job's count
+    is not). The local rank counts the tasks of one node (``SLURM_LOCALID``), the node rank the
+    nodes (``GROUP_RANK`` as torchrun sets it, else ``SLURM_NODEID``). A value that is not an
+    integer is an error naming the variable, never a silent rank 0.
     """
+    node_rank = env_int(env, "GROUP_RANK", env_int(env, "SLURM_NODEID", 0))
     if "RANK" in env or "WORLD_SIZE" in env:
         return Ranks(
             rank=env_int(env, "RANK", 0),
             local_rank=env_int(env, "LOCAL_RANK", env_int(env, "SLURM_LOCALID", 0)),
             world_size=env_int(env, "WORLD_SIZE", 1),
+            node_rank=node_rank,
         )
     if "SLURM_PROCID" in env:
         world = env_int(env, "SLURM_NTASKS", env_int(env, "SLURM_STEP_NUM_TASKS", 1))
@@ -64,6 +72,7 @@ def ranks(env: Mapping[str, str]) -> Ranks:
             rank=env_int(env, "SLURM_PROCID", 0),
             local_rank=env_int(env, "SLURM_LOCALID", 0),
             world_size=world,
+            node_rank=node_rank,
         )
     return Ranks(rank=0, local_rank=0, world_size=1)
 
@@ -115,6 +124,7 @@ def job_context(env: Mapping[str, str], *, host: str | None = None) -> JobContex
         rank=where.rank,
         local_rank=where.local_rank,
         world_size=where.world_size,
+        node_rank=where.node_rank,
         job_id=job_id,
         array_index=array_index,
         restart_count=restart_count,

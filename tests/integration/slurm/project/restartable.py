@@ -38,7 +38,15 @@ def train(
     distributed = dist.is_available() and dist.is_initialized()
     rank = dist.get_rank() if distributed else 0
     world = dist.get_world_size() if distributed else 1
-    net = nn.parallel.DistributedDataParallel(model) if distributed else model
+    # DDP rebuilds its gradient buckets after its first step, and with more than two ranks the
+    # new layout sums the ranks' gradients in another order: every attempt's first step would
+    # round differently from the same step of an uninterrupted run. find_unused_parameters
+    # keeps the first layout (one graph walk per step, nothing at this size).
+    net = (
+        nn.parallel.DistributedDataParallel(model, find_unused_parameters=True)
+        if distributed
+        else model
+    )
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
     folder = Path(os.environ.get("BLOCKTRAIN_CHECKPOINT_DIR", "checkpoints"))
     canary = os.environ.get("LAUNCH_TEST_CANARY")
