@@ -9,18 +9,21 @@ block of each kind gives its step time. The ways of logging:
 - the engine's, every step: :class:`blocktrain.train.logbook.Logbook` queues the points for
   the tracker's background writer every 5 s, which sends them in one request;
 - the engine's defaults: the same, every 10th step (``TrainConfig.log_every_steps``);
-- ``Tracker.log_metrics`` called every step: the writer sends requests as they come.
+- ``Tracker.log_metrics`` called every step: the writer sends requests as they come;
+- the engine's defaults with system metrics on (:mod:`blocktrain.track.sysmetrics`), sampled
+  every 0.5 s instead of the default 10 s: MLflow's monitors read the machine on a thread of
+  their own and their samples go through the same writer.
 
 Two stores: the embedded SQLite one (whose database work runs inside the training process,
 under its GIL) and a local tracking server started for the benchmark (scripts/mlflow-server;
 on a cluster it runs elsewhere, here it shares the CPUs).
 
 Wall-clock step times on a shared machine move by more than the effect measured, so two
-steadier figures come with them: the CPU time the writer thread spent (read from
-/proc/self/task) as a share of the block's time, an upper bound of what it can take from the
-training thread through the GIL when a core is free for it; and the cost of one call on the
-training thread. Checks that every point reached the run. Asserts nothing (goal: < 1 % for
-the engine's logging).
+steadier figures come with them: the CPU time the writer thread (and the sampling thread, with
+system metrics on) spent (read from /proc/self/task) as a share of the block's time, an upper
+bound of what it can take from the training thread through the GIL when a core is free for it;
+and the cost of one call on the training thread. Checks that every point reached the run.
+Asserts nothing (goal: < 1 % for the engine's logging, system metrics on or off).
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from typing import Any
 
 STEP_S = 0.05
 BLOCK = 120
+SYSTEM_METRICS_S = 0.5
 ROUNDS = 3
 CALLS = 2000
 REPO = Path(__file__).resolve().parent.parent
@@ -82,13 +86,42 @@ def block(matrix: Any, repeats: int, log: Log | None, every: int, first: int) ->
     return (time.perf_counter() - start) / BLOCK
 
 
-def writer_cpu_s() -> float:
-    """CPU seconds the tracker's writer thread has used so far (Linux)."""
+def thread_cpu_s(name: str) -> float:
+    """CPU seconds the thread called ``name`` has used so far (Linux); 0 when there is none."""
     import threading
 
-    [writer] = [t for t in threading.enumerate() if t.name == "blocktrain-mlflow"]
-    fields = Path(f"/proc/self/task/{writer.native_id}/stat").read_text().rsplit(")", 1)[1].split()
+    found = [t for t in threading.enumerate() if t.name == name]
+    if not found:
+        return 0.0
+    stat = Path(f"/proc/self/task/{found[0].native_id}/stat").read_text()
+    fields = stat.rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def writer_cpu_s() -> float:
+    """CPU seconds the tracker's writer thread has used so far."""
+    return thread_cpu_s("blocktrain-mlflow")
+
+
+@contextlib.contextmanager
+def system_metrics(tracker: Any, on: bool, step: int, cpu: list[float]) -> Iterator[None]:  # noqa: ANN401
+    """Sampling for the block when ``on``, from ``step``; adds the sampling thread's CPU
+    seconds to ``cpu``."""
+    from blocktrain.track.sysmetrics import THREAD_NAME, MonitorSampler, SystemMetrics
+
+    if not on:
+        yield
+        return
+    sampling = SystemMetrics(
+        MonitorSampler.from_mlflow, tracker.log_side_metrics,
+        interval_s=SYSTEM_METRICS_S, first_step=step,
+    )  # fmt: skip
+    sampling.start()
+    try:
+        yield
+    finally:
+        cpu.append(thread_cpu_s(THREAD_NAME))
+        sampling.stop()
 
 
 @contextlib.contextmanager
@@ -114,45 +147,49 @@ def measure(uri: str, root: Path, matrix: Any, repeats: int) -> None:  # noqa: A
 
     env = {"MLFLOW_TRACKING_URI": uri, "MLFLOW_EXPERIMENT_NAME": "bench-logging"}
     env["BLOCKTRAIN_LOG_DIR"] = str(root / "logs")
+    env["BLOCKTRAIN_SYSTEM_METRICS_INTERVAL_S"] = "0"  # on in one kind of block only, below
     defaults = TrainConfig()
     times: dict[str, list[float]] = {}
     cpu: dict[str, float] = {}
     with tracking("bench", {}, env=env) as tracker:
         logbook = Logbook(tracker, every_s=defaults.log_flush_seconds)
-        ways: dict[str, tuple[Log | None, int]] = {
-            "no logging": (None, 1),
-            "engine, every step": (logbook.log, 1),
-            f"engine, every {defaults.log_every_steps}th step": (
-                logbook.log,
-                defaults.log_every_steps,
-            ),
-            "log_metrics every step": (tracker.log_metrics, 1),
+        engine = f"engine, every {defaults.log_every_steps}th step"
+        ways: dict[str, tuple[Log | None, int, bool]] = {
+            "no logging": (None, 1, False),
+            "engine, every step": (logbook.log, 1, False),
+            engine: (logbook.log, defaults.log_every_steps, False),
+            "log_metrics every step": (tracker.log_metrics, 1, False),
+            f"{engine}, system metrics": (logbook.log, defaults.log_every_steps, True),
         }
         for round_ in range(ROUNDS):
-            for number, (name, (log, every)) in enumerate(ways.items()):
-                used = writer_cpu_s()
+            for number, (name, (log, every, sampled)) in enumerate(ways.items()):
+                used, sampling_cpu = writer_cpu_s(), list[float]()
                 first = (round_ * len(ways) + number) * BLOCK
-                times.setdefault(name, []).append(block(matrix, repeats, log, every, first))
+                with system_metrics(tracker, sampled, first, sampling_cpu):
+                    times.setdefault(name, []).append(block(matrix, repeats, log, every, first))
                 logbook.flush()
                 if tracker.writer is not None:  # the next block starts with an idle writer
                     tracker.writer.flush(120)
-                cpu[name] = cpu.get(name, 0.0) + writer_cpu_s() - used
+                spent = writer_cpu_s() - used + sum(sampling_cpu)
+                cpu[name] = cpu.get(name, 0.0) + spent
         start = time.perf_counter()
         for index in range(CALLS):
             tracker.log_metrics({"call_cost": 1.0}, step=index)
         per_call = (time.perf_counter() - start) / CALLS
         run_id = str(tracker.run_id)
     points = len(MlflowClient(uri).get_metric_history(run_id, "lag"))
-    expected = ROUNDS * BLOCK * (2 + 1 / defaults.log_every_steps)
+    expected = ROUNDS * BLOCK * (2 + 2 / defaults.log_every_steps)
+    samples = len(MlflowClient(uri).get_metric_history(run_id, "system/cpu_utilization_percentage"))
     base = statistics.median(times["no logging"])
     for name, values in times.items():
         step = statistics.median(values)
         share = 100 * cpu[name] / sum(values) / BLOCK
         overhead = "" if name == "no logging" else f"   wall {100 * (step / base - 1):+6.2f} %"
-        print(f"  {name:<27} {step * 1000:5.1f} ms a step   writer CPU {share:5.2f} %{overhead}")  # noqa: T201
+        print(f"  {name:<43} {step * 1000:5.1f} ms a step   writer CPU {share:5.2f} %{overhead}")  # noqa: T201
     print(  # noqa: T201
         f"  one log_metrics call: {per_call * 1e6:.0f} us on the training thread; "
-        f"points in the run: {points} of {expected:.0f} logged"
+        f"points in the run: {points} of {expected:.0f} logged; "
+        f"system metric samples every {SYSTEM_METRICS_S:g} s: {samples}"
     )
 
 

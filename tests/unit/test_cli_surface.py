@@ -31,7 +31,7 @@ def test_slurm_status_options() -> None:
 
 def test_slurm_log_options() -> None:
     assert surface(log.build_parser()) == (
-        {"-h", "--help", "--err", "--follow", "--rank", "--attempt"},
+        {"-h", "--help", "--err", "--follow", "--rank", "--node", "--attempt"},
         ["RUN|JOB"],
     )
 
@@ -39,7 +39,7 @@ def test_slurm_log_options() -> None:
 def test_slurm_launch_options() -> None:
     assert surface(launch.build_parser()) == (
         {"-h", "--help", "--args", "--base", "--sweep", "--set", "--profile", "--slurm",
-         "--run-id", "--name", "--module", "--dry-run", "--executor"},
+         "--run-id", "--name", "--best", "--module", "--dry-run", "--executor"},
         ["ENTRY"],
     )  # fmt: skip
 
@@ -57,7 +57,13 @@ def test_stop_and_cancel_take_the_run_id_prefixes_find_runs_takes(
     ("module", "usage"),
     [
         (status, "usage: slurm-status [-h] [--all] [--json] [--watch [SECONDS]] [RUN|JOB ...]"),
-        (log, "usage: slurm-log [-h] [--err] [--follow] [--rank N] [--attempt N] RUN|JOB"),
+        (
+            log,
+            (
+                "usage: slurm-log [-h] [--err] [--follow] [--rank N] [--node NODE]\n"
+                "                 [--attempt N]\n                 RUN|JOB"
+            ),
+        ),
     ],
 )
 def test_help_shows_the_usage(

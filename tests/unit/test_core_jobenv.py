@@ -38,6 +38,18 @@ SETS: dict[str, tuple[dict[str, str], Ranks]] = {
         Ranks(rank=0, local_rank=0, world_size=1),
     ),
     "empty values": ({"RANK": "", "WORLD_SIZE": " "}, Ranks(rank=0, local_rank=0, world_size=1)),
+    "srun, second of two nodes": (
+        {"SLURM_PROCID": "3", "SLURM_LOCALID": "1", "SLURM_NODEID": "1", "SLURM_NTASKS": "4"},
+        Ranks(rank=3, local_rank=1, world_size=4, node_rank=1),
+    ),
+    "torchrun on the second node": (
+        {"RANK": "2", "LOCAL_RANK": "0", "WORLD_SIZE": "4", "GROUP_RANK": "1"},
+        Ranks(rank=2, local_rank=0, world_size=4, node_rank=1),
+    ),
+    "torch-style set by the worker under srun": (
+        {"RANK": "2", "WORLD_SIZE": "4", "SLURM_LOCALID": "0", "SLURM_NODEID": "1"},
+        Ranks(rank=2, local_rank=0, world_size=4, node_rank=1),
+    ),
 }
 
 
@@ -46,20 +58,22 @@ def test_every_reader_agrees(name: str, monkeypatch: pytest.MonkeyPatch) -> None
     env, expected = SETS[name]
     assert ranks(env) == expected
     context = job_context(env, host="node1")
-    assert (context.rank, context.local_rank, context.world_size) == (
+    assert (context.rank, context.local_rank, context.world_size, context.node_rank) == (
         expected.rank,
         expected.local_rank,
         expected.world_size,
+        expected.node_rank,
     )
     rendezvous = distributed.rendezvous({**env, "SLURM_JOB_ID": "42"})
-    assert (rendezvous.rank, rendezvous.local_rank, rendezvous.world_size) == (
-        expected.rank,
-        expected.local_rank,
-        expected.world_size,
-    )
+    assert (
+        rendezvous.rank,
+        rendezvous.local_rank,
+        rendezvous.world_size,
+        rendezvous.node_rank,
+    ) == (expected.rank, expected.local_rank, expected.world_size, expected.node_rank)
     for variable in (
         "RANK", "LOCAL_RANK", "WORLD_SIZE", "SLURM_PROCID", "SLURM_LOCALID", "SLURM_NTASKS",
-        "SLURM_STEP_NUM_TASKS",
+        "SLURM_STEP_NUM_TASKS", "SLURM_NODEID", "GROUP_RANK",
     ):  # fmt: skip
         monkeypatch.delenv(variable, raising=False)
     for variable, value in env.items():

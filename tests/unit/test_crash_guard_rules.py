@@ -198,3 +198,11 @@ def test_the_crash_message_says_why_it_is_not_requeued() -> None:
     shown = [block["text"]["text"] for block in payload["blocks"]]  # pyright: ignore
     assert shown[0].startswith(":x: *train* crashed after 3s on node07, job 4242 (attempt 2)")
     assert shown[1] == f":no_entry: {note}"
+
+
+def test_a_spent_restart_budget_ends_the_run_without_spending_the_crash_budget(
+    config: restart.RestartConfig,
+) -> None:
+    spent = restart.RestartBudgetError("timeout restart budget spent (2 of 2)")
+    assert not crash_in(attempt(config, 1), spent, steps=3)
+    assert restart.read_counts(config.run_dir) == {}

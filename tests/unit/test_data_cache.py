@@ -357,6 +357,22 @@ def test_configuration_from_the_environment(tmp_path: Path):
         CacheConfig.from_environ({"BLOCKTRAIN_DATA_VERIFY": "md5"})
 
 
+def test_level_paths_take_variables_from_the_tasks_environment(tmp_path: Path):
+    """One profile for every node: each task's own SLURM_TMPDIR makes its node's level."""
+    env = {
+        "DATA_PATH": "${PROJECT}/cache",
+        "DATA_EPHEMERAL_PATH": "$SLURM_TMPDIR/data",
+        "PROJECT": str(tmp_path / "shared"),
+        "SLURM_TMPDIR": str(tmp_path / "node2" / "17"),
+    }
+    config = CacheConfig.from_environ(env)
+    assert config.persistent == tmp_path / "shared" / "cache"
+    assert config.ephemeral == tmp_path / "node2" / "17" / "data"
+    outside = {"DATA_PATH": str(tmp_path), "DATA_EPHEMERAL_PATH": "$SLURM_TMPDIR/data"}
+    with pytest.raises(BlocktrainError, match=r"names \$SLURM_TMPDIR, which is not set here"):
+        CacheConfig.from_environ(outside)
+
+
 def test_a_failed_refresh_keeps_what_it_had(bucket: Path, tmp_path: Path):
     config = CacheConfig(persistent=tmp_path / "shared")
     localize("s3://datasets/ds", config=config, storage=FolderBucket(bucket, tmp_path / "log"))

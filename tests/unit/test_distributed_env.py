@@ -5,6 +5,7 @@ process groups are exercised in tests/integration/test_distributed_gloo.py.
 """
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -31,23 +32,38 @@ SLURM_TASK = {
 }
 
 
-@pytest.mark.parametrize(
-    ("hostlist", "hosts"),
-    [
-        ("node01", ["node01"]),
-        ("node[01-03]", ["node01", "node02", "node03"]),
-        ("gpu[1,3-4],cpu7", ["gpu1", "gpu3", "gpu4", "cpu7"]),
-        ("node[08-10]", ["node08", "node09", "node10"]),
-        ("node[8-10]", ["node8", "node9", "node10"]),
-        ("node[001-002,10]", ["node001", "node002", "node10"]),
-        ("a,b[1-2],c", ["a", "b1", "b2", "c"]),
-        ("r[1-2]-n[01-02]", ["r1-n01", "r1-n02", "r2-n01", "r2-n02"]),
-        ("node[7]", ["node7"]),
-        ("", []),
-    ],
-)
+HOSTLISTS = [
+    ("node01", ["node01"]),
+    ("node[01-03]", ["node01", "node02", "node03"]),
+    ("node[1-2]", ["node1", "node2"]),
+    ("gpu[1,3-4],cpu7", ["gpu1", "gpu3", "gpu4", "cpu7"]),
+    ("node[08-10]", ["node08", "node09", "node10"]),
+    ("node[8-10]", ["node8", "node9", "node10"]),
+    ("node[001-002,10]", ["node001", "node002", "node10"]),
+    ("a,b[1-2],c", ["a", "b1", "b2", "c"]),
+    ("r[1-2]-n[01-02]", ["r1-n01", "r1-n02", "r2-n01", "r2-n02"]),
+    ("node[7]", ["node7"]),
+    ("node[1,3],node2", ["node1", "node3", "node2"]),
+]
+
+
+@pytest.mark.parametrize(("hostlist", "hosts"), [*HOSTLISTS, ("", [])])
 def test_expand_hostlist(hostlist: str, hosts: list[str]) -> None:
     assert expand_hostlist(hostlist) == hosts
+
+
+@pytest.mark.skipif(shutil.which("scontrol") is None, reason="Slurm's scontrol is not installed")
+def test_expand_hostlist_agrees_with_scontrol(tmp_path: Path) -> None:
+    """The same lists through Slurm's own parser (a minimal slurm.conf is all it reads)."""
+    conf = tmp_path / "slurm.conf"
+    conf.write_text("ClusterName=hostlists\nSlurmctldHost=localhost\n")
+    env = {**os.environ, "SLURM_CONF": str(conf)}
+    for hostlist, hosts in HOSTLISTS:
+        done = subprocess.run(
+            ["scontrol", "show", "hostnames", hostlist],
+            env=env, capture_output=True, text=True, timeout=30, check=True,
+        )  # fmt: skip
+        assert done.stdout.split() == hosts == expand_hostlist(hostlist), hostlist
 
 
 @pytest.mark.parametrize("hostlist", ["node[1-2", "node1-2]", "node[3-1]", "node[]", "n[a-b]"])

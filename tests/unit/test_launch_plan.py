@@ -23,6 +23,7 @@ REPO = Path(__file__).resolve().parents[2]
 GOLDEN = Path(__file__).parent / "golden"
 PROJECT = Path("/home/ada/shapes")
 LAUNCH = PROJECT / ".blocktrain" / "launches" / "20261123-101500-ab12"
+DATA = "/home/ada/.cache/blocktrain/data"
 
 
 @pytest.mark.parametrize(
@@ -50,10 +51,11 @@ def test_bad_slurm_times_are_refused(text: str | int):
 
 def test_shipped_profiles_load():
     local = load_profile(REPO, "local")
-    assert (local.world_size, local.gpus_per_node, local.image) == (2, 0, None)
+    assert (local.world_size, local.gpus_per_node, local.container) == (2, 0, None)
     gpu = load_profile(REPO, "gpu")
     assert (gpu.nodes, gpu.tasks, gpu.world_size) == (2, 4, 8)
-    assert gpu.image is not None
+    assert gpu.container is not None
+    assert gpu.container.runtime == "apptainer"
 
 
 def test_overrides_are_typed_and_dotted():
@@ -222,6 +224,7 @@ def _plan(profile: Profile) -> batch.BatchPlan:
         host_python="/home/ada/shapes/.venv/bin/python",
         code_paths=[str(LAUNCH / "code")],
         requeue_dir=LAUNCH / "requeue",
+        data=[DATA],
     )
 
 
@@ -242,8 +245,10 @@ def test_gpu_tasks_run_inside_the_image_and_requeue_outside():
     at = words.index("apptainer")
     assert words[at : at + 3] == ["apptainer", "exec", "--nv"]
     assert ["--bind", f"{PROJECT}:{PROJECT}"] == words[at + 3 : at + 5]
-    assert words[at + 5 : at + 7] == ["--bind", "/shared/datasets:/data:ro"]
-    assert words[words.index(profile.image or "") + 1] == "python"
+    assert words[at + 5 : at + 7] == ["--bind", f"{DATA}:{DATA}"]
+    assert words[at + 7 : at + 9] == ["--bind", "/shared/datasets:/data:ro"]
+    assert profile.container is not None
+    assert words[words.index(profile.container.image) + 1] == "python"
     after = script[script.index(srun) + len(srun) :]
     assert "scontrol requeue" in after
     assert "apptainer" not in after  # the requeue runs in the batch shell, not the image

@@ -6,6 +6,7 @@ What Slurm makes of a submission is tested on the local cluster (tests/integrati
 
 from __future__ import annotations
 
+import json
 import shutil
 import sys
 from collections.abc import Iterator, Sequence
@@ -17,7 +18,7 @@ import pytest
 
 from blocktrain.core.paths import Layout
 from blocktrain.errors import ArgsError, BlocktrainError
-from blocktrain.launch import batch, mlflowruns
+from blocktrain.launch import batch, finalize, mlflowruns, sweepparent
 from blocktrain.launch.launcher import DRY_RUN_ID, LaunchRequest, LaunchResult, launch
 from blocktrain.launch.profile import ProfileError, load_profile
 from blocktrain.launch.records import read_record
@@ -144,7 +145,7 @@ def test_a_launch_freezes_the_code_creates_the_run_and_submits_its_plan(project:
     )
 
 
-def test_several_argument_files_are_one_array_of_named_runs(project: Path):
+def test_several_argument_files_are_one_array_of_named_runs_under_a_parent(project: Path):
     (project / "b.yaml").write_text("lr: 0.5\n")
     scheduler = RecordingScheduler()
     result = run(project, scheduler, args=(project / "exp.yaml", project / "b.yaml"), name="abl")
@@ -155,22 +156,132 @@ def test_several_argument_files_are_one_array_of_named_runs(project: Path):
     layout = Layout(project)
     records = [read_record(layout, r.run_id) for r in result.runs]
     assert [r.args for r in records] == [{"steps": 7, "lr": 0.1}, {"steps": 5, "lr": 0.5}]
-    assert [(r.name, r.array_index) for r in records] == [("abl-0", 0), ("abl-1", 1)]
+    assert [(r.name, r.array_index) for r in records] == [("abl-exp", 0), ("abl-b", 1)]
     assert {r.sweep_id for r in records} == {records[0].launch_id}
+    assert [s.environment()["BLOCKTRAIN_RUN_NAME"] for s in jobs.specs] == ["abl-exp", "abl-b"]
+
+    store = mlflowruns.backend(records[0].tracking_uri, project)
+    [parent_id] = {r.parent_run_id for r in records}
+    assert parent_id is not None
+    parent = store.get_run(parent_id)
+    assert (parent.info.run_name, parent.info.status) == ("abl", "RUNNING")
+    assert parent.data.tags["blocktrain.sweep"] == "true"
+    assert parent.data.params == {"sweep.lr": "0.1,0.5", "sweep.steps": "7,5"}
+    for record in records:
+        child = store.get_run(record.run_id)
+        assert child.info.run_name == record.name
+        assert child.data.tags["mlflow.parentRunId"] == parent_id
 
 
-def test_a_refused_submission_leaves_no_record_folder_or_active_run(project: Path):
+def test_sweep_elements_are_named_after_the_file_and_their_values(project: Path):
+    (project / "ablation.yaml").write_text(
+        "base: [exp.yaml]\ngrid:\n  lr: [0.01, 0.1]\nbest: {metric: val_loss, mode: min}\n"
+    )
+    result = run(project, RecordingScheduler(), sweep=project / "ablation.yaml")
+
+    layout = Layout(project)
+    records = [read_record(layout, r.run_id) for r in result.runs]
+    assert [r.name for r in records] == ["train-ablation-lr=0.01", "train-ablation-lr=0.1"]
+    store = mlflowruns.backend(records[0].tracking_uri, project)
+    assert [store.get_run(r.run_id).info.run_name for r in records] == [r.name for r in records]
+    parent = store.get_run(str(records[0].parent_run_id))
+    assert parent.info.run_name == "train-ablation"
+    assert parent.data.params == {"sweep.lr": "0.01,0.1"}
+    sweep = sweepparent.read_record(layout.launch(records[0].launch_id))
+    assert sweep is not None
+    assert (sweep.best_metric, sweep.best_mode, sweep.swept) == ("val_loss", "min", ["lr"])
+    assert [c.values for c in sweep.children] == [{"lr": "0.01"}, {"lr": "0.1"}]
+
+
+def test_a_single_run_is_named_after_the_entry_and_its_file(project: Path):
+    [launched] = run(project, RecordingScheduler(), args=(project / "exp.yaml",)).runs
+    record = read_record(Layout(project), launched.run_id)
+    store = mlflowruns.backend(record.tracking_uri, project)
+    mlflow_run = store.get_run(launched.run_id)
+    assert (record.name, mlflow_run.info.run_name) == ("train-exp", "train-exp")
+    assert record.parent_run_id is None
+    assert "mlflow.parentRunId" not in mlflow_run.data.tags
+
+
+def test_the_parent_closes_with_a_summary_once_every_run_ended(project: Path, tmp_path: Path):
+    (project / "b.yaml").write_text("lr: 0.5\n")
+    (project / "c.yaml").write_text("lr: 0.9\n")
+    files = tuple(project / n for n in ("exp.yaml", "b.yaml", "c.yaml"))
+    result = run(project, RecordingScheduler(), args=files, best="val_loss:min")
+    layout = Layout(project)
+    records = [read_record(layout, r.run_id) for r in result.runs]
+    store = mlflowruns.backend(records[0].tracking_uri, project)
+    parent_id = str(records[0].parent_run_id)
+    ending = [("FINISHED", 0.4), ("FINISHED", 0.2), ("FAILED", 0.1)]
+    for record, (_, loss) in zip(records, ending, strict=True):
+        store.client.log_metric(record.run_id, "val_loss", loss, step=3)
+        store.client.log_metric(record.run_id, "system/cpu_utilization_percentage", 50.0)
+    for record, (status, _) in list(zip(records, ending, strict=True))[:2]:
+        store.set_status(record.run_id, status, None)
+    finalize.finalize(layout, [records[0].run_id], lambda _: "COMPLETED")
+    assert store.get_run(parent_id).info.status == "RUNNING"  # one run is still going
+
+    store.set_status(records[2].run_id, "FAILED", None)
+    finalize.finalize(layout, [records[2].run_id], lambda _: "FAILED")
+    finalize.finalize(layout, [records[2].run_id], lambda _: "FAILED")  # again: the same result
+
+    parent = store.get_run(parent_id)
+    assert parent.info.status == "FAILED"
+    assert parent.data.tags["blocktrain.best_run_id"] == records[1].run_id  # FAILED's is lower
+    assert parent.data.tags["blocktrain.best_run_name"] == "train-b"
+    listed = {a.path for a in store.client.list_artifacts(parent_id)}
+    assert listed == {"sweep_summary.csv", "sweep_summary.json"}
+    table = Path(store.client.download_artifacts(parent_id, "sweep_summary.csv", str(tmp_path)))
+    assert table.read_text().splitlines() == [
+        "run_id,name,status,lr,steps,val_loss",
+        f"{records[0].run_id},train-exp,FINISHED,0.1,7,0.4",
+        f"{records[1].run_id},train-b,FINISHED,0.5,5,0.2",
+        f"{records[2].run_id},train-c,FAILED,0.9,5,0.1",
+    ]
+    summary = json.loads(
+        Path(
+            store.client.download_artifacts(parent_id, "sweep_summary.json", str(tmp_path))
+        ).read_text()
+    )
+    assert summary["best"] == {"run_id": records[1].run_id, "name": "train-b", "value": 0.2}
+
+
+def test_a_relaunched_run_of_a_sweep_reopens_its_parent(project: Path):
+    (project / "b.yaml").write_text("lr: 0.5\n")
+    scheduler = RecordingScheduler()
+    result = run(project, scheduler, args=(project / "exp.yaml", project / "b.yaml"))
+    layout = Layout(project)
+    records = [read_record(layout, r.run_id) for r in result.runs]
+    store = mlflowruns.backend(records[0].tracking_uri, project)
+    for record in records:
+        store.set_status(record.run_id, "KILLED", None)
+    finalize.finalize(layout, [r.run_id for r in records], lambda _: "CANCELLED")
+    parent_id = str(records[0].parent_run_id)
+    assert store.get_run(parent_id).info.status == "FINISHED"
+
+    with pytest.raises(BlocktrainError, match="is named 'train-exp' and a relaunch keeps its"):
+        run(project, scheduler, run_id=records[0].run_id, name="other")
+    run(project, scheduler, run_id=records[0].run_id, name="train-exp")
+    assert store.get_run(parent_id).info.status == "RUNNING"
+    assert read_record(layout, records[0].run_id).name == "train-exp"
+
+
+@pytest.mark.parametrize("files", [("exp.yaml",), ("exp.yaml", "exp.yaml")])
+def test_a_refused_submission_leaves_no_record_folder_or_active_run(
+    project: Path, files: tuple[str, ...]
+):
     scheduler = RecordingScheduler(refusal=BlocktrainError("sbatch failed: no controller"))
     with pytest.raises(BlocktrainError, match="no controller"):
-        run(project, scheduler, args=(project / "exp.yaml",))
+        run(project, scheduler, args=tuple(project / f for f in files))
 
     [jobs] = scheduler.submitted  # it got as far as submitting
-    [spec] = jobs.specs
     layout = Layout(project)
     assert list(layout.runs.iterdir()) == []
     assert list((layout.state / "launches").iterdir()) == []
     store = mlflowruns.backend(f"sqlite:///{project / EMBEDDED_DB}", project)
-    assert store.get_run(spec.run_id).info.lifecycle_stage == "deleted"
+    for spec in jobs.specs:
+        assert store.get_run(spec.run_id).info.lifecycle_stage == "deleted"
+    # The parent run of several is gone too: no run of the experiment is left.
     assert store.client.search_runs([store.experiment_id(project.name)]) == []
 
 
@@ -213,6 +324,16 @@ def test_relaunch_is_refused_while_the_run_is_queued_or_with_other_arguments(pro
     assert len(read_record(Layout(project), first.run_id).jobs) == 1
 
 
+def test_relaunch_checks_the_container_before_it_submits(project: Path):
+    scheduler = RecordingScheduler()
+    [first] = run(project, scheduler, args=(project / "exp.yaml",)).runs
+    container = "container={runtime: charliecloud, image: gone.img}"
+    with pytest.raises(BlocktrainError, match=r"gone.img not found; build it with"):
+        run(project, scheduler, run_id=first.run_id, slurm=(container,))
+    assert len(scheduler.submitted) == 1
+    assert len(read_record(Layout(project), first.run_id).jobs) == 1
+
+
 @pytest.mark.parametrize(
     ("request_fields", "error", "message"),
     [
@@ -224,6 +345,9 @@ def test_relaunch_is_refused_while_the_run_is_queued_or_with_other_arguments(pro
         ({"run_id": "0123456789abcdef"}, BlocktrainError, "no run 0123456789abcdef"),
         ({"executor": "nonsense"}, BlocktrainError, "unknown executor 'nonsense'; use --executor"),
         ({"slurm": ("executor=cloud",)}, ProfileError, "executor: "),
+        ({"name": "two\nlines"}, ArgsError, "--name must be one non-empty line"),
+        ({"name": "x" * 251}, ArgsError, "--name is 251 characters long"),
+        ({"best": "val_loss:down"}, ArgsError, "--best 'val_loss:down' must look like METRIC:min"),
     ],
 )
 def test_bad_input_creates_nothing(

@@ -208,3 +208,52 @@ def test_follow_waits_for_a_queued_job_to_start(
     out, err = capsys.readouterr()
     assert out == "started\n"
     assert err.splitlines()[0] == "slurm-log: job 77 is PENDING; waiting for it to start"
+
+
+def place_ranks(root: Path, attempt: int, nodes: dict[int, str]) -> None:
+    """The records each rank leaves: which node it ran on in this attempt."""
+    folder = Layout(root).run_logs(RUN) / f"attempt-{attempt}"
+    for rank, node in nodes.items():
+        record = {"rank": rank, "node": node, "node_rank": rank // 2, "local_rank": rank % 2}
+        (folder / f"rank-{rank}.json").write_text(json.dumps(record))
+
+
+def test_node_picks_the_ranks_that_ran_there_in_each_attempt(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = Layout(project).run_logs(RUN)
+    for attempt in (1, 2):
+        for rank in (2, 3):
+            (folder / f"attempt-{attempt}" / f"rank-{rank}.out").write_text(f"a{attempt} r{rank}\n")
+    place_ranks(project, 1, {0: "node1", 1: "node1", 2: "node2", 3: "node2"})
+    place_ranks(project, 2, {0: "node1", 1: "node1", 2: "node3", 3: "node3"})  # node2 was lost
+    (folder / "attempt-2" / "rank-3.json").write_text("{")  # torn: not counted
+    assert log.main([RUN, "--node", "node2"]) == 0
+    out, err = capsys.readouterr()
+    assert out == "a1 r2\na1 r3\n"
+    assert err.splitlines() == [
+        "==> attempt 1, rank 2 on node2 (job 42, started T1) <==",
+        "==> attempt 1, rank 3 on node2 (job 42, started T1) <==",
+    ]
+    assert log.main([RUN, "--node", "node3", "--rank", "2"]) == 0
+    assert capsys.readouterr().out == "a2 r2\n"
+    assert log.main([RUN, "--node", "node1", "--attempt", "2"]) == 0
+    assert capsys.readouterr().out == "a2 r0\na2 r1\n"
+
+
+def test_node_that_ran_nothing_names_the_nodes(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    place_ranks(project, 1, {0: "node1", 1: "node2"})
+    assert log.main([RUN, "--node", "node9"]) == 2
+    err = capsys.readouterr().err
+    assert err == "slurm-log: error: no rank ran on node 'node9'; the run's nodes: node1, node2\n"
+    assert log.main([RUN, "--node", "node2", "--rank", "0"]) == 2
+    assert "rank 0 never ran on node 'node2'" in capsys.readouterr().err
+
+
+def test_follow_with_node_is_refused(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        log.main([RUN, "--node", "node1", "--follow"])
+    assert exited.value.code == 2
+    assert "--follow follows one rank" in capsys.readouterr().err

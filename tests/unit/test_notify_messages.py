@@ -21,6 +21,7 @@ from blocktrain.notify.messages import (
     killed_message,
     requeued_message,
     resume_message,
+    run_title,
     start_message,
     traceback_tail,
 )
@@ -78,6 +79,23 @@ def test_start_message_without_job_link_or_args() -> None:
     payload = start_message("train", JobContext(host="laptop"), {}, run_url=None, redact=REDACT)
     assert payload["text"] == ":rocket: *train* started on laptop (attempt 1)"
     assert len(texts(payload)) == 1
+
+
+def test_messages_name_the_run() -> None:
+    assert run_title("train", None) == "train"
+    assert run_title("train", "train") == "train"
+    assert run_title("train", "train-ablation-lr=0.01") == "train-ablation-lr=0.01"
+    assert run_title("train", "lr-sweep-a") == "lr-sweep-a (train)"
+    title = run_title("train", "train-baseline")
+    start = start_message(title, CONTEXT, {}, run_url=None, redact=REDACT)
+    assert start["text"] == ":rocket: *train-baseline* started on node07, job 4242 (attempt 1)"
+    end = finished_message(title, CONTEXT, duration_s=5, run_url=None, mention=None, redact=REDACT)
+    assert str(end["text"]).startswith(":white_check_mark: *train-baseline* finished after 5s")
+    crash = crashed_message(
+        title, CONTEXT, raised(ValueError("x")), duration_s=5, run_url=None, mention=None,
+        redact=REDACT,
+    )  # fmt: skip
+    assert str(crash["text"]).startswith(":x: *train-baseline* crashed after 5s")
 
 
 def test_embedded_store_run_is_named_not_linked() -> None:

@@ -222,6 +222,7 @@ def test_json_is_a_list_of_flat_rows_with_the_full_run_id() -> None:
         "metrics": {"val_acc": 0.5},
         "reason": None,
         "executor": "slurm",
+        "parent_run_id": None,
     }
 
 

@@ -18,17 +18,20 @@ PROJECT = Path(__file__).resolve().parents[1]
 
 
 def test_train_then_evaluate_and_predict_a_video(scratch: Path) -> None:
+    """The training registers its model; the registered version evaluates as the run does."""
     generate(output="data/sky", images=160, clips=1, frames=8, size=32)
     values = train(
         data=Data(source="data/sky", size=32),
         schedule=TrainConfig(epochs=2, batch_size=16, monitor="val_accuracy", mode="max"),
-        export=False,
+        register_as="sky",
     )
     assert 0.0 <= values["val_accuracy"] <= 1.0
     [run] = [p.name for p in (scratch / ".blocktrain" / "runs").iterdir()]
     tested = evaluate(run_id=run)
     assert 0.0 <= tested["test_accuracy"] <= 1.0
-    predict(run=run, video=Path("data/sky/videos/clip-000.y4m"), output=Path("labels.csv"))
+    assert evaluate(model="models:/sky/1") == tested
+    video = Path("data/sky/videos/clip-000.y4m")
+    predict(model="models:/sky/latest", video=video, output=Path("labels.csv"))
     with (scratch / "labels.csv").open() as file:
         rows = list(csv.DictReader(file))
     assert [int(row["index"]) for row in rows] == list(range(8))

@@ -77,7 +77,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="override a profile value, e.g. --slurm time=02:00:00 --slurm nodes=2",
     )
     parser.add_argument("--run-id", help="relaunch this run with its recorded arguments")
-    parser.add_argument("--name", help="MLflow run name (array elements get -0, -1, ...)")
+    parser.add_argument(
+        "--name",
+        help="MLflow run name (default: ENTRY-FILE_STEM); for a sweep or several --args files, "
+        "the start of each run's name",
+    )
+    parser.add_argument(
+        "--best",
+        metavar="METRIC:min|max",
+        help="how a sweep's summary picks its best run (default: the sweep file's best, else "
+        "the entry's monitor and mode arguments)",
+    )
     parser.add_argument(
         "--module", help="the entry module, instead of pyproject's [tool.blocktrain]"
     )
@@ -119,6 +129,7 @@ def request(options: argparse.Namespace) -> LaunchRequest:
         slurm=tuple(options.slurm),
         run_id=options.run_id,
         name=options.name,
+        best=options.best,
         module=options.module,
         dry_run=options.dry_run,
         executor=options.executor,

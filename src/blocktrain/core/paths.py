@@ -61,6 +61,12 @@ class RunFiles:
         return self.folder / "restarts.json"
 
     @property
+    def requeue_requests(self) -> Path:
+        """The cause each attempt asked to be requeued for, by job and Slurm restart count
+        (JSON); an attempt missing there was requeued by Slurm itself (a node failure)."""
+        return self.folder / "requeue-requests.json"
+
+    @property
     def last_crash(self) -> Path:
         """How the latest crashed attempt crashed (JSON), compared with the next one's crash."""
         return self.folder / "last-crash.json"
@@ -102,6 +108,21 @@ class LaunchFiles:
         """The output of the job that records how the launch's job ended (``%j``: its id)."""
         return self.folder / "finalize-%j.out"
 
+    @property
+    def sweep(self) -> Path:
+        """A launch of several runs: their parent run, names and swept values (JSON)."""
+        return self.folder / "sweep.json"
+
+    @property
+    def sweep_lock(self) -> Path:
+        """Held while the sweep's runs are read and its summary written."""
+        return self.folder / "sweep.lock"
+
+    @property
+    def sweep_summary(self) -> Path:
+        """``sweep_summary.csv`` and ``.json``, uploaded to the parent run once all runs ended."""
+        return self.folder / "sweep-summary"
+
 
 @dataclass(frozen=True, slots=True)
 class LogFiles:
@@ -116,6 +137,18 @@ class LogFiles:
         """When and where an attempt ran (JSON)."""
         return self.attempt(number) / "attempt.json"
 
+    def rank_log(self, number: int, rank: int, stream: str) -> Path:
+        """One rank's captured ``out`` or ``err`` stream in an attempt (a rank runs on one
+        node; its record says which)."""
+        return self.attempt(number) / f"rank-{rank}.{stream}"
+
+    def rank_record(self, number: int, rank: int) -> Path:
+        """Where one rank of an attempt ran: node, node rank, local rank (JSON)."""
+        return self.attempt(number) / f"rank-{rank}.json"
+
+    def rank_records(self, number: int) -> list[Path]:
+        return sorted(self.attempt(number).glob("rank-*.json"))
+
     @property
     def status(self) -> Path:
         """The run's last known state (JSON), what slurm-status shows without asking MLflow."""
@@ -125,6 +158,11 @@ class LogFiles:
     def code(self) -> Path:
         """The uncommitted changes (``git.diff``) of the code the run started from."""
         return self.folder / "code"
+
+    @property
+    def attempt_tables(self) -> Path:
+        """``attempts.json`` and ``attempts.csv``: a row per attempt, uploaded to the run."""
+        return self.folder / "attempts"
 
     def attempt_numbers(self) -> list[int]:
         numbers = (name.removeprefix("attempt-") for name in _names(self.folder, "attempt-*"))

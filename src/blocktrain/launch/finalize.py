@@ -3,7 +3,10 @@
 At submission, the launcher also submits a tiny job that depends on the run's job with
 ``afterany``, so it starts only once that job has left the queue for good (a requeued job has
 not). It marks every run still RUNNING or SCHEDULED as FAILED, or KILLED when Slurm cancelled
-the job, and sends the Slack message the dead process could not.
+the job, completes its last attempt's row with Slurm's word for the ending (``attempts.csv``,
+see :mod:`blocktrain.track.attempts`), and sends the Slack message the dead process could not.
+Then, for runs of a sweep, it closes the sweep's parent run once every run has ended
+(:func:`blocktrain.launch.sweepparent.settle`).
 
     python -m blocktrain.launch.finalize PROJECT_ROOT RUN_ID [RUN_ID ...]
 """
@@ -13,13 +16,17 @@ from __future__ import annotations
 import os
 import shlex
 import sys
+import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from blocktrain.core.paths import Layout
 from blocktrain.core.redact import Redactor
-from blocktrain.launch import mlflowruns, slurmcmd
+from blocktrain.launch import mlflowruns, slurmcmd, sweepparent
 from blocktrain.launch.records import RunRecord, read_record
+from blocktrain.track import attempthistory
+from blocktrain.track.attempts import slurm_cause
+from blocktrain.track.backend import MlflowBackend
 
 WATCHER_NAME = "blocktrain-finalize"
 _OPEN = ("RUNNING", "SCHEDULED")
@@ -57,8 +64,11 @@ def finalize(
     supervisor knows it itself.
     """
     closed: list[tuple[str, str]] = []
+    sweeps: dict[str, None] = {}
     for run_id in run_ids:
         record = read_record(layout, run_id)
+        if record.parent_run_id is not None:
+            sweeps[record.launch_id] = None
         store = mlflowruns.backend(record.tracking_uri, layout.root)
         status = str(store.get_run(run_id).info.status)
         if status not in _OPEN:
@@ -67,8 +77,26 @@ def finalize(
         new_status = final_status(state)
         store.set_status(run_id, new_status, None)
         closed.append((run_id, new_status))
+        _best_effort(_close_attempt, layout, store, record, state)
         _notify(record, state, new_status)
+    for launch_id in sweeps:
+        _best_effort(sweepparent.settle, layout, launch_id)
     return closed
+
+
+def _close_attempt(layout: Layout, store: MlflowBackend, record: RunRecord, state: str) -> None:
+    """The last attempt's row, if its process could not write it, and the table's upload."""
+    logs = layout.log_files(record.run_id)
+    if attempthistory.close_unreported(logs, slurm_cause(state)) is not None:
+        store.log_artifacts(record.run_id, str(attempthistory.write_tables(logs)), "")
+
+
+def _best_effort(step: Callable[..., object], *args: object) -> None:
+    """A step that must not keep the other runs from being closed; its error goes to the log."""
+    try:
+        step(*args)
+    except Exception:  # noqa: BLE001 - printed for the watcher's log
+        traceback.print_exc()
 
 
 def _slurm_state(record: RunRecord) -> str:

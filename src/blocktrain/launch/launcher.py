@@ -2,7 +2,8 @@
 
 :func:`launch` takes a :class:`LaunchRequest` and returns a :class:`LaunchResult`. Nothing is
 created until the arguments and the profile are valid. Then, in order: a frozen copy of the
-code, one MLflow run per argument set, the run records, and one submission (a job array when
+code, one MLflow run per argument set (each named by :mod:`.runname`; several are nested under
+a parent run, :mod:`.sweepparent`), the run records, and one submission (a job array when
 there are several sets). A failed submission removes what was created: MLflow runs, records,
 run and launch folders. Relaunches are :mod:`.relaunch`'s.
 
@@ -26,10 +27,9 @@ from blocktrain.core.paths import LaunchFiles, Layout
 from blocktrain.core.redact import Redactor
 from blocktrain.core.values import JSON, to_jsonable
 from blocktrain.entry import resolve
-from blocktrain.launch import executors, mlflowruns
+from blocktrain.launch import executors, image, mlflowruns, runname, sweepparent
 from blocktrain.launch.codecopy import freeze_code, import_paths
 from blocktrain.launch.entryname import entry_spec
-from blocktrain.launch.image import digest
 from blocktrain.launch.profile import Profile, as_dict, load_profile
 from blocktrain.launch.records import RunRecord, write_record
 from blocktrain.launch.relaunch import relaunch
@@ -44,6 +44,8 @@ from blocktrain.launch.runjobs import (
     submit_runs,
 )
 from blocktrain.launch.submission import Scheduler
+from blocktrain.launch.sweep import parse_best
+from blocktrain.launch.sweepsummary import SweepPlan, plan_sweep
 from blocktrain.launch.worker import load_entry
 from blocktrain.track.backend import MlflowBackend, tracking_uri
 from blocktrain.track.gitstate import git_state
@@ -68,16 +70,28 @@ def launch(
     layout = Layout(root)
     if request.run_id:
         return relaunch(request, request.run_id, layout, scheduler)
-    prepared = prepare(request, layout)
+    planned = prepare(request, layout)
     if request.dry_run:
-        return dry_run(prepared, layout)
-    chosen = scheduler or executors.scheduler_for(prepared.executor, layout)
-    return submit_new(prepared, layout, chosen, os.environ if environ is None else environ)
+        return dry_run(planned.prepared, layout)
+    chosen = scheduler or executors.scheduler_for(planned.prepared.executor, layout)
+    return submit_new(planned, layout, chosen, os.environ if environ is None else environ)
 
 
-def prepare(request: LaunchRequest, layout: Layout) -> Prepared:
-    """Import the entry function, resolve every argument set, load the profile."""
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Planned:
+    """A validated new launch: what to submit, each run's name, and the sweep's parent run."""
+
+    prepared: Prepared
+    names: list[str]
+    sweep: SweepPlan | None = None
+    """The parent run of several runs; None for one."""
+
+
+def prepare(request: LaunchRequest, layout: Layout) -> Planned:
+    """Import the entry function, resolve every argument set, load the profile, name the runs."""
     executors.checked(request.executor)
+    name = runname.checked(request.name)
+    best = parse_best(request.best) if request.best else None
     entry = entry_spec(request.entry, request.module, layout.root)
     with importable(import_paths(layout.root)):
         func = load_entry(entry)
@@ -85,15 +99,20 @@ def prepare(request: LaunchRequest, layout: Layout) -> Prepared:
         resolved = [resolve(func, s.files, s.overrides) for s in sets]
     profile_name = request.profile or DEFAULT_PROFILE
     profile = load_profile(layout.root, profile_name, request.slurm)
-    return Prepared(
+    prepared = Prepared(
         entry=entry,
         profile_name=profile_name,
         profile=profile,
         sets=resolved,
         labels=[s.label for s in sets],
-        name=request.name,
+        name=name,
         executor=executors.chosen(request.executor, profile.executor),
     )
+    function = entry.rpartition(":")[2]
+    sweep = None
+    if len(sets) > 1:
+        sweep = plan_sweep(runname.parent_name(function, sets, name), sets, resolved, best)
+    return Planned(prepared=prepared, names=runname.run_names(function, sets, name), sweep=sweep)
 
 
 @dataclass(slots=True)
@@ -113,14 +132,15 @@ class _Created:
 
 
 def submit_new(
-    prepared: Prepared, layout: Layout, scheduler: Scheduler, environ: Mapping[str, str]
+    planned: Planned, layout: Layout, scheduler: Scheduler, environ: Mapping[str, str]
 ) -> LaunchResult:
     """Create the runs and submit them; on any failure, remove what was created."""
+    image.check_launch(planned.prepared.profile.container, layout.root, environ)
     launch_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
     created = _Created(layout.launch(launch_id))
     try:
-        records = create_runs(prepared, layout, launch_id, environ, created)
-        submitted = submit_runs(layout, prepared.profile, records, 0, scheduler)
+        records = create_runs(planned, layout, launch_id, environ, created)
+        submitted = submit_runs(layout, planned.prepared.profile, records, 0, scheduler)
     except BaseException:
         created.remove(layout)
         raise
@@ -128,14 +148,15 @@ def submit_new(
 
 
 def create_runs(
-    prepared: Prepared,
+    planned: Planned,
     layout: Layout,
     launch_id: str,
     environ: Mapping[str, str],
     created: _Created,
 ) -> list[RunRecord]:
-    """The frozen code, one SCHEDULED MLflow run per argument set, and their records."""
-    files = created.files
+    """The frozen code, one SCHEDULED MLflow run per argument set (under a parent run when
+    there are several), their records, and the sweep's record."""
+    prepared, files = planned.prepared, created.files
     freeze_code(layout.root, files.code)
     git = git_state(layout.root)
     diff_file = None
@@ -144,18 +165,21 @@ def create_runs(
         diff_file.write_text(git.diff)
     uri = tracking_uri(environ, layout.root)
     experiment = environ.get("MLFLOW_EXPERIMENT_NAME") or layout.root.name
-    names = run_names(prepared.name, len(prepared.sets))
+    redact = Redactor.from_environ(environ)
+    sweep = planned.sweep
     created.store = mlflowruns.backend(uri, layout.root)
-    created.run_ids = mlflowruns.create_runs(
+    parent_id, run_ids = mlflowruns.create_runs(
         created.store,
         experiment=experiment,
-        names=names,
+        names=planned.names,
         args=prepared.sets,
         tags=launch_tags(prepared, launch_id, files),
         git=git,
         diff_file=diff_file,
-        redact=Redactor.from_environ(environ),
+        redact=redact,
+        parent=_parent(sweep, redact),
     )
+    created.run_ids = [*([parent_id] if parent_id else []), *run_ids]
     count = len(prepared.sets)
     records = [
         RunRecord(
@@ -171,21 +195,46 @@ def create_runs(
             name=name,
             sweep_id=launch_id if count > 1 else None,
             array_index=i if count > 1 else None,
+            parent_run_id=parent_id,
         )
         for i, (run_id, args, name) in enumerate(
-            zip(created.run_ids, prepared.sets, names, strict=True)
+            zip(run_ids, prepared.sets, planned.names, strict=True)
         )
     ]
     for record in records:
         write_record(layout, record)
+    if sweep is not None and parent_id is not None:
+        sweepparent.write_record(files, _sweep_record(sweep, parent_id, records, redact))
     return records
 
 
-def run_names(name: str | None, count: int) -> list[str | None]:
-    """One MLflow run name per run: ``name`` itself for one run, ``name-0``, ... for several."""
-    if count == 1 or not name:
-        return [name] * count
-    return [f"{name}-{i}" for i in range(count)]
+def _parent(sweep: SweepPlan | None, redact: Redactor) -> mlflowruns.Parent | None:
+    if sweep is None:
+        return None
+    return mlflowruns.Parent(
+        name=sweep.name, params={k: redact(v) for k, v in sweep.params.items()}
+    )
+
+
+def _sweep_record(
+    sweep: SweepPlan, parent_id: str, records: list[RunRecord], redact: Redactor
+) -> sweepparent.SweepRecord:
+    return sweepparent.SweepRecord(
+        parent_run_id=parent_id,
+        name=sweep.name,
+        tracking_uri=records[0].tracking_uri,
+        swept=sweep.swept,
+        children=[
+            sweepparent.SweepChild(
+                run_id=r.run_id,
+                name=r.name or r.run_id,
+                values={k: redact(v) for k, v in values.items()},
+            )
+            for r, values in zip(records, sweep.values, strict=True)
+        ],
+        best_metric=sweep.best_by.metric if sweep.best_by else None,
+        best_mode=sweep.best_by.mode if sweep.best_by else "min",
+    )
 
 
 def launch_tags(prepared: Prepared, launch_id: str, files: LaunchFiles) -> dict[str, str]:
@@ -201,10 +250,8 @@ def launch_tags(prepared: Prepared, launch_id: str, files: LaunchFiles) -> dict[
 
 
 def image_tags(profile: Profile) -> dict[str, str]:
-    """The image and its SHA-256, so a run names exactly the environment it ran in."""
-    if not profile.image:
-        return {}
-    return {"container.image": profile.image, "container.digest": digest(Path(profile.image))}
+    """The runtime, the image and its digest, so a run names exactly the environment it ran in."""
+    return image.tags(profile.container)
 
 
 def profile_json(profile: Profile) -> dict[str, JSON]:

@@ -1,13 +1,17 @@
 """The launcher's MLflow side: runs are created before the job is submitted.
 
 Creating them up front gives the user a run id at once, and lets every attempt of the job
-resume the same run. mlflow is imported only here, after the arguments were validated.
+resume the same run. A sweep (several runs in one launch) also gets a parent run, created
+first and RUNNING until its runs end; its runs name it in ``mlflow.parentRunId``, so that the
+MLflow UI nests them under it. mlflow is imported only here, after the arguments were
+validated.
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from blocktrain.core.redact import Redactor
@@ -22,6 +26,18 @@ def backend(uri: str, root: Path) -> MlflowBackend:
     return MlflowBackend(uri, artifacts)
 
 
+PARENT_TAG = "mlflow.parentRunId"
+SWEEP_TAG = "blocktrain.sweep"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Parent:
+    """A sweep's own run: its name and its params (the swept keys and their values)."""
+
+    name: str
+    params: dict[str, str]
+
+
 def create_runs(
     store: MlflowBackend,
     *,
@@ -32,29 +48,49 @@ def create_runs(
     git: GitState | None,
     diff_file: Path | None,
     redact: Redactor,
-) -> list[str]:
-    """One SCHEDULED run per argument set, with params, code and launch tags."""
+    parent: Parent | None = None,
+) -> tuple[str | None, list[str]]:
+    """One SCHEDULED run per argument set, with params, code and launch tags; with ``parent``,
+    first a RUNNING parent run that they are nested under. Returns (parent id, run ids)."""
     created: list[str] = []
     with store.exclusive():
         try:
+            parent_id = None
+            if parent is not None:
+                parent_id = _create_parent(store, experiment, parent, {**git_tags(git), **tags})
+                created.append(parent_id)
             for index, (name, values) in enumerate(zip(names, args, strict=True)):
                 run_tags = {**git_tags(git), **tags}
                 if len(args) > 1:
                     run_tags["blocktrain.array_index"] = str(index)
+                if parent_id is not None:
+                    run_tags[PARENT_TAG] = parent_id
                 run_id = store.create_run(experiment, name, run_tags)
                 created.append(run_id)
                 flat = flatten(dict(values))
-                params = param_strings({k: redact(str(v)) for k, v in flat.items()})
-                items = list(params.items())
-                for start in range(0, len(items), 100):  # MLflow takes 100 params per request
-                    store.log_batch(run_id, [], dict(items[start : start + 100]), {})
+                _log_params(store, run_id, {k: redact(str(v)) for k, v in flat.items()})
                 if diff_file is not None:
                     store.log_artifacts(run_id, str(diff_file), "code")
                 store.set_status(run_id, "SCHEDULED", None)
         except BaseException:
             _delete(store, created)
             raise
-    return created
+    return parent_id, created[1:] if parent_id is not None else created
+
+
+def _create_parent(
+    store: MlflowBackend, experiment: str, parent: Parent, tags: Mapping[str, str]
+) -> str:
+    run_id = store.create_run(experiment, parent.name, {**tags, SWEEP_TAG: "true"})
+    _log_params(store, run_id, parent.params)
+    store.set_status(run_id, "RUNNING", None)
+    return run_id
+
+
+def _log_params(store: MlflowBackend, run_id: str, params: Mapping[str, object]) -> None:
+    items = list(param_strings(params).items())
+    for start in range(0, len(items), 100):  # MLflow takes 100 params per request
+        store.log_batch(run_id, [], dict(items[start : start + 100]), {})
 
 
 def delete_runs(store: MlflowBackend, run_ids: Sequence[str]) -> None:

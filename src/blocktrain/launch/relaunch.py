@@ -1,19 +1,23 @@
 """Relaunching a recorded run: the same MLflow run, arguments and code copy, the next attempt.
 
 Refused while a job of the run is still queued, and when the given arguments contradict the
-recorded ones (logged params are immutable). The run's stop and finished markers are cleared,
-so that the new job neither stops at once nor skips the entry function.
+recorded ones (logged params are immutable), or a ``--name`` the recorded one (the run keeps
+its name). The run's stop and finished markers are cleared, so that the new job neither stops
+at once nor skips the entry function. A run of a sweep makes the sweep's parent run RUNNING
+again until its new job ends.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import os
+from collections.abc import Callable, Generator
 from typing import Any
 
 from blocktrain.core.paths import Layout
 from blocktrain.entry import resolve
 from blocktrain.errors import BlocktrainError
-from blocktrain.launch import executors, mlflowruns
+from blocktrain.launch import executors, image, mlflowruns, runname, sweepparent
 from blocktrain.launch.codecopy import import_paths
 from blocktrain.launch.profile import load_profile
 from blocktrain.launch.records import RunRecord, read_record
@@ -33,6 +37,7 @@ def relaunch(
     """
     executors.checked(request.executor)
     record = read_record(layout, run_id)
+    refuse_other_name(record, runname.checked(request.name))
     was = executors.chosen(record.executor)
     refuse_if_queued(record, scheduler or executors.scheduler_for(was, layout))
     with importable(import_paths(layout.launch(record.launch_id).code)):
@@ -50,15 +55,44 @@ def relaunch(
             executor=executor,
         )
         return dry_run(prepared, layout)
+    image.check_launch(profile.container, layout.root, os.environ)
     store = mlflowruns.backend(record.tracking_uri, layout.root)
     attempts, _ = mlflowruns.last_attempt(store, record.run_id)
+    # Tags, unlike params, may change: the run names the image its next attempt runs in.
+    if profile.container is not None:
+        store.log_batch(record.run_id, [], {}, image.tags(profile.container))
     run = layout.run(record.run_id)
     run.finished_marker.unlink(missing_ok=True)
     run.stop_marker.unlink(missing_ok=True)
     chosen = scheduler or executors.scheduler_for(executor, layout)
-    submitted = submit_runs(layout, profile, [record], attempts, chosen)
+    with parent_reopened(layout, record):
+        submitted = submit_runs(layout, profile, [record], attempts, chosen)
     launched = record_jobs(layout, [record], submitted, "relaunch")
     return LaunchResult(runs=tuple(launched), relaunched_after=attempts)
+
+
+@contextlib.contextmanager
+def parent_reopened(layout: Layout, record: RunRecord) -> Generator[None]:
+    """The sweep's parent RUNNING before the run's new job can end (and close it again);
+    closed again as it was if the submission fails."""
+    if record.parent_run_id is None:
+        yield
+        return
+    sweepparent.reopen(layout, record.launch_id)
+    try:
+        yield
+    except BaseException:
+        with contextlib.suppress(Exception):  # the submission's error is the one to show
+            sweepparent.settle(layout, record.launch_id)
+        raise
+
+
+def refuse_other_name(record: RunRecord, name: str | None) -> None:
+    if name is not None and name != record.name:
+        raise BlocktrainError(
+            f"run {record.run_id} is named {record.name!r} and a relaunch keeps its name; "
+            "drop --name"
+        )
 
 
 def refuse_if_queued(record: RunRecord, scheduler: Scheduler) -> None:

@@ -33,7 +33,11 @@ class LaunchRequest:
     run_id: str | None = None
     """Relaunch this run with its recorded arguments, instead of starting new runs."""
     name: str | None = None
-    """The MLflow run name; the elements of an array get ``-0``, ``-1``, ..."""
+    """The MLflow run name, instead of ``<entry>-<file stem>``; for several runs, the start of
+    each one's name (see :mod:`blocktrain.launch.runname`). A relaunch keeps the run's name."""
+    best: str | None = None
+    """``METRIC:min`` or ``METRIC:max``: how a sweep's summary picks its best run, over the
+    sweep file's ``best`` and the entry function's ``monitor``/``mode``."""
     module: str | None = None
     """The entry module, instead of ``entry-module`` under pyproject.toml's [tool.blocktrain]."""
     dry_run: bool = False

@@ -132,6 +132,7 @@ def job_spec(layout: Layout, profile: Profile, record: RunRecord, attempt_base: 
         },
         tracking_uri=record.tracking_uri,
         experiment=record.experiment,
+        run_name=record.name,
     )
 
 

@@ -27,6 +27,7 @@ class JobSpec:
     budgets: dict[str, int | str] = field(default_factory=dict[str, int | str])
     tracking_uri: str | None = None
     experiment: str | None = None
+    run_name: str | None = None
 
     def environment(self) -> dict[str, str]:
         """The variables the task runs with: the tracker, the restart protocol, the checkpoints."""
@@ -47,4 +48,6 @@ class JobSpec:
             env["MLFLOW_TRACKING_URI"] = self.tracking_uri
         if self.experiment:
             env["MLFLOW_EXPERIMENT_NAME"] = self.experiment
+        if self.run_name:
+            env["BLOCKTRAIN_RUN_NAME"] = self.run_name  # shown in the Slack messages
         return env

@@ -238,6 +238,7 @@ def choose_metric(metrics: Mapping[str, float]) -> tuple[str, float] | None:
 class Row:
     run_id: str
     name: str | None
+    """The MLflow run name (``train-baseline``); None for runs of older launches."""
     job_id: str | None
     array_index: int | None
     state: str
@@ -251,6 +252,8 @@ class Row:
     """Why the run's latest job failed, from its status.json (see :class:`LocalStatus`)."""
     executor: str | None = None
     """Where the latest job runs: ``slurm``, or ``local`` (marked in the table's JOB cell)."""
+    parent_run_id: str | None = None
+    """The sweep's parent run, for a run of a launch of several."""
 
     def to_dict(self) -> dict[str, object]:
         return dataclasses.asdict(self)
@@ -282,6 +285,7 @@ def build_row(
         metrics=dict(local.metrics),
         reason=local.reason if current_status(record, local) is not None else None,
         executor=record.executor,
+        parent_run_id=record.parent_run_id,
     )
 
 

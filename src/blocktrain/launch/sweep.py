@@ -8,6 +8,10 @@ A sweep file lists argument sets for an ablation study; they become one Slurm jo
       - {width: 32, augment: false}
     grid:                      # ... and/or the cartesian product of these values
       lr: [0.1, 0.01]
+    best: {metric: val_loss, mode: min}   # how the sweep's summary picks its best run
+
+Each element knows what names its run (:mod:`.runname`): the stem of its own ``--args`` file,
+or of the sweep file, and the values it sets itself.
 """
 
 from __future__ import annotations
@@ -16,14 +20,24 @@ import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import cast
+from typing import Literal, cast
 
 import yaml
 
+from blocktrain.core.values import JSON, flatten
 from blocktrain.entry.argfiles import merge_into
 from blocktrain.errors import ArgsError
 
-_SWEEP_KEYS = ("base", "runs", "grid")
+_SWEEP_KEYS = ("base", "runs", "grid", "best")
+_MODES = ("min", "max")
+
+
+@dataclass(frozen=True, slots=True)
+class Best:
+    """Which logged metric makes a sweep's best run, and whether smaller or larger wins."""
+
+    metric: str
+    mode: Literal["min", "max"] = "min"
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -33,6 +47,21 @@ class ArgumentSet:
     files: tuple[Path, ...] = ()
     overrides: dict[str, object] = field(default_factory=dict[str, object])
     label: str = ""
+    stem: str = ""
+    """The file that names the run: its own ``--args`` file's stem, else the sweep file's, else
+    the last base file's; empty without files."""
+    swept: dict[str, JSON] = field(default_factory=dict[str, JSON])
+    """What a sweep element sets itself, flattened (``optim.lr``); empty outside sweeps."""
+    best: Best | None = None
+    """The sweep file's ``best``, if it has one."""
+
+
+def parse_best(text: str) -> Best:
+    """``--best val_loss:min`` (``:min`` when the mode is left out) as a :class:`Best`."""
+    metric, _, mode = text.rpartition(":") if ":" in text else (text, "", "min")
+    if not metric or mode not in _MODES:
+        raise ArgsError(f"--best {text!r} must look like METRIC:min or METRIC:max")
+    return Best(metric, "max" if mode == "max" else "min")
 
 
 def dotted(items: Sequence[str]) -> dict[str, object]:
@@ -58,14 +87,17 @@ def argument_sets(
     if sweep is not None:
         sets = _sweep_sets(sweep)
     elif each:
-        sets = [ArgumentSet(files=(f,), label=str(f)) for f in each]
+        sets = [ArgumentSet(files=(f,), label=str(f), stem=f.stem) for f in each]
     else:
-        sets = [ArgumentSet(label="defaults")]
+        sets = [ArgumentSet(label="defaults", stem=base[-1].stem if base else "")]
     return [
         ArgumentSet(
             files=(*base, *s.files),
             overrides=_merged(s.overrides, overrides),
             label=s.label,
+            stem=s.stem,
+            swept=s.swept,
+            best=s.best,
         )
         for s in sets
     ]
@@ -96,10 +128,31 @@ def _sweep_sets(path: Path) -> list[ArgumentSet]:
     elements += _grid(sweep.get("grid"), path)
     if not elements:
         raise ArgsError(f"{path}: the sweep has no elements; add `runs:` or `grid:`")
+    best = _best(sweep.get("best"), path)
     return [
-        ArgumentSet(files=base, overrides=e, label=f"{path.name}[{i}]")
+        ArgumentSet(
+            files=base,
+            overrides=e,
+            label=f"{path.name}[{i}]",
+            stem=path.stem,
+            swept=flatten(cast("dict[str, JSON]", e)),
+            best=best,
+        )
         for i, e in enumerate(elements)
     ]
+
+
+def _best(value: object, path: Path) -> Best | None:
+    if value is None:
+        return None
+    best = cast("dict[str, object]", value) if isinstance(value, dict) else {}
+    metric, mode = best.get("metric"), best.get("mode", "min")
+    unknown = [k for k in best if k not in ("metric", "mode")]
+    if unknown or not isinstance(metric, str) or not metric or mode not in _MODES:
+        raise ArgsError(
+            f"{path}: best must look like {{metric: val_loss, mode: min}} (mode min or max)"
+        )
+    return Best(metric, "max" if mode == "max" else "min")
 
 
 def _grid(grid: object, path: Path) -> list[dict[str, object]]:

@@ -116,6 +116,8 @@ def _requeue_after_crash(config: RestartConfig, error: Exception) -> None:
     """Requeue within the crash budget, unless the crash repeats the previous attempt's."""
     from blocktrain import restart
 
+    if isinstance(error, restart.RestartBudgetError):
+        return  # the run asked for more attempts than its profile allows: it ends here
     judgement = restart.judge_crash(error)
     if judgement is not None:
         with contextlib.suppress(OSError):  # without the record, the next crash is requeued

@@ -1,6 +1,8 @@
 """Slack messages as pure functions: started, resumed, finished, crashed, requeued, killed.
 
-Each builder returns a Slack payload from plain values; nothing here does I/O.
+Each builder returns a Slack payload from plain values; nothing here does I/O. Messages name
+the call by its ``entry``: the notifier passes :func:`run_title`, the MLflow run's name where
+the run has one (``train-baseline``), so that a sweep's runs tell each other apart.
 """
 
 from __future__ import annotations
@@ -24,6 +26,16 @@ RESULT_LIMIT = 1000
 SUMMARY_LIMIT = 300
 TRACEBACK_LINES = 15
 TRUNCATED = "… [truncated]"
+
+
+def run_title(entry: str, run_name: str | None) -> str:
+    """What messages call a call of ``entry``: its run's name, with the entry function's name
+    after it when the run's name does not start with it (``lr-sweep-3 (train)``)."""
+    if not run_name or run_name == entry:
+        return entry
+    if run_name.startswith(f"{entry}-"):
+        return run_name
+    return f"{run_name} ({entry})"
 
 
 def format_duration(seconds: float) -> str:

@@ -34,6 +34,7 @@ from blocktrain.notify.messages import (
     killed_message,
     requeued_message,
     resume_message,
+    run_title,
     start_message,
 )
 from blocktrain.notify.slack import post
@@ -144,8 +145,9 @@ def _open_session(
     # Secrets of the process and of an explicit env alike must stay out of messages.
     redact = Redactor.from_environ(os.environ, extra=Redactor.from_environ(env).secrets)
     config = _load_config(env, mention) if context.is_rank_zero else NotifyConfig()
+    title = run_title(entry, env.get("BLOCKTRAIN_RUN_NAME"))
     return NotifySession(
-        entry=entry, context=context, config=config, redact=redact, run_url=run_url
+        entry=title, context=context, config=config, redact=redact, run_url=run_url
     )
 
 

@@ -7,6 +7,9 @@
   closing it;
 - :mod:`~blocktrain.track.attemptlogs`: each attempt's captured logs, ``attempt.json``,
   ``status.json`` and their periodic upload;
+- :mod:`~blocktrain.track.attempts`, :mod:`~blocktrain.track.attempthistory`: the run's
+  attempts as rows (how each ended), their records on disk and the ``attempts.csv`` table;
+- :mod:`~blocktrain.track.sysmetrics`: system metrics sampled while an attempt runs;
 - :mod:`~blocktrain.track.sigterm`: SIGTERM as :class:`~blocktrain.errors.Terminated` outside
   launched jobs;
 - :mod:`~blocktrain.track.replay`: records kept during an outage, sent at the next start or

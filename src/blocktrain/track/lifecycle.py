@@ -26,7 +26,8 @@ from blocktrain.core.paths import unsent_dir
 from blocktrain.core.redact import Redactor
 from blocktrain.core.values import JSON, flatten
 from blocktrain.errors import TrackingError
-from blocktrain.track.attemptlogs import keep_failure, upload_logs
+from blocktrain.track.attemptlogs import end_attempt, keep_failure, upload_logs
+from blocktrain.track.attempts import cause_of
 from blocktrain.track.backend import MlflowBackend
 from blocktrain.track.gitstate import git_state, git_tags
 from blocktrain.track.replay import backend_for, replay_unsent
@@ -163,7 +164,8 @@ def _attempt_tags(tracker: Tracker) -> dict[str, str]:
 
 
 def close_run(tracker: Tracker, status: str, error: BaseException | None, redact: Redactor) -> None:
-    """Upload the logs, end the run with ``status`` and flush, spilling what MLflow refused.
+    """Upload the logs and the attempts table, end the run with ``status`` and flush, spilling
+    what MLflow refused.
 
     A failure's one line (``error``) goes into ``status.json`` as its reason, and a crash that
     ends the run because it repeats the previous attempt's says so in the error log too.
@@ -177,6 +179,7 @@ def close_run(tracker: Tracker, status: str, error: BaseException | None, redact
         reason = redact(note or one_line(error))
         if note is not None:
             keep_failure(tracker, f"blocktrain: {reason}\n")
+    end_attempt(tracker, cause_of(error))
     upload_logs(tracker, status, reason)
     end = int(time.time() * 1000)
     writer.submit(Op("status", {"status": status, "end_time_ms": end}))

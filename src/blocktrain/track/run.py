@@ -10,7 +10,8 @@ background thread that buffers through outages (see :mod:`blocktrain.track.write
 This module puts the parts together in order; each part has its own module: the handle
 (:mod:`~blocktrain.track.tracker`), the run's opening and closing
 (:mod:`~blocktrain.track.lifecycle`), the attempt's local files
-(:mod:`~blocktrain.track.attemptlogs`) and the SIGTERM handler (:mod:`~blocktrain.track.sigterm`).
+(:mod:`~blocktrain.track.attemptlogs`), its system metrics (:mod:`~blocktrain.track.sysmetrics`)
+and the SIGTERM handler (:mod:`~blocktrain.track.sigterm`).
 
 Must not: import mlflow or torch at module level, or talk to MLflow but through the parts.
 """
@@ -34,6 +35,7 @@ from blocktrain.core.values import JSON, bound_arguments
 from blocktrain.track.attemptlogs import captured_logs, keep_failure, run_key
 from blocktrain.track.lifecycle import close_run, mlflow_client_env, open_run
 from blocktrain.track.sigterm import terminate_on_sigterm
+from blocktrain.track.sysmetrics import sampled
 from blocktrain.track.tracker import TrackConfig, Tracker, made_current
 
 P = ParamSpec("P")
@@ -116,6 +118,8 @@ def tracking(
             stack.enter_context(mlflow_client_env())
             open_run(tracker, entry, args, redact, source)
         stack.enter_context(captured_logs(tracker, redact))
+        if context.is_rank_zero:
+            stack.enter_context(sampled(tracker))
         stack.enter_context(made_current(tracker))
         stack.enter_context(terminate_on_sigterm())
         ending, failure, error = classify(None), "", None

@@ -31,6 +31,7 @@ _current: contextvars.ContextVar[Tracker | None] = contextvars.ContextVar(
     "blocktrain_tracker", default=None
 )
 _PARAM_VALUE_LIMIT = 6000
+SYSTEM_METRICS_ENV = "BLOCKTRAIN_SYSTEM_METRICS_INTERVAL_S"
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -45,11 +46,22 @@ class TrackConfig:
     upload_interval_s: float = 30.0
     flush_timeout_s: float = 30.0
     start_timeout_s: float = 10.0
+    system_metrics_interval_s: float = 10.0
+    """Seconds between system metric samples (:mod:`blocktrain.track.sysmetrics`); 0: none."""
+    run_dir: Path | None = None
+    """The launched run's folder (``BLOCKTRAIN_RUN_DIR``), where restarts.json is kept."""
+    nodes: str | None = None
+    """The nodes of the attempt's job (``SLURM_JOB_NODELIST``)."""
 
     def __post_init__(self) -> None:
         for name in ("upload_interval_s", "flush_timeout_s", "start_timeout_s"):
             if not getattr(self, name) > 0:
                 raise TrackingError(f"{name} must be positive, got {getattr(self, name)}")
+        if not self.system_metrics_interval_s >= 0:
+            raise TrackingError(
+                f"{SYSTEM_METRICS_ENV} must be 0 (off) or a positive number of seconds, got "
+                f"{self.system_metrics_interval_s}"
+            )
 
     @property
     def embedded(self) -> bool:
@@ -73,6 +85,9 @@ class TrackConfig:
             start_timeout_s=env_seconds(
                 env, "BLOCKTRAIN_MLFLOW_START_SECONDS", 10.0, TrackingError
             ),
+            system_metrics_interval_s=env_seconds(env, SYSTEM_METRICS_ENV, 10.0, TrackingError),
+            run_dir=Path(env["BLOCKTRAIN_RUN_DIR"]) if env.get("BLOCKTRAIN_RUN_DIR") else None,
+            nodes=env.get("SLURM_JOB_NODELIST") or None,
         )
 
 
@@ -121,6 +136,17 @@ class Tracker:
         now = int(time.time() * 1000)
         items = [[k, v, now, step or 0] for k, v in finite.items()]
         self.writer.submit(Op("metrics", {"items": items}))
+
+    def log_side_metrics(
+        self, metrics: Mapping[str, float], step: int, timestamp_ms: int | None = None
+    ) -> None:
+        """Queue metrics about the run rather than its results (system samples, requeue counts):
+        unlike :meth:`log_metrics`, they stay out of the latest metrics that status.json and
+        the Slack messages show. ``timestamp_ms``: when they were taken, if not now."""
+        if self.writer is not None and metrics:
+            now = timestamp_ms if timestamp_ms is not None else int(time.time() * 1000)
+            items = [[k, float(v), now, step] for k, v in metrics.items()]
+            self.writer.submit(Op("metrics", {"items": items}))
 
     def log_params(self, params: Mapping[str, object]) -> None:
         if self.writer is not None and params:

@@ -4,6 +4,8 @@
   ``ExportConfig``; ``CheckpointConfig`` lives in :mod:`blocktrain.train.checkpoint`);
 - :mod:`~blocktrain.train.loop`: ``Trainer`` (fit, evaluate, checkpoint state);
 - :mod:`~blocktrain.train.inference`: ``evaluate`` and ``predict`` from a run's checkpoint;
+- :mod:`~blocktrain.train.registered`: a registered model version (``models:/NAME/VERSION``)
+  as a checkpoint;
 - :mod:`~blocktrain.train.evaluation`: ``evaluate_model``, a model's metrics over all ranks;
 - :mod:`~blocktrain.train.device`: the device, mixed precision, the compiled and DDP-wrapped
   model, ``seed_everything``;
@@ -37,6 +39,7 @@ if TYPE_CHECKING:
     from blocktrain.train.inference import evaluate, find_checkpoint, load_weights, predict
     from blocktrain.train.loop import Trainer
     from blocktrain.train.metrics import accuracy
+    from blocktrain.train.registered import registered_checkpoint
 
 _LAZY = {
     "Trainer": "loop",
@@ -48,6 +51,7 @@ _LAZY = {
     "predict": "inference",
     "find_checkpoint": "inference",
     "load_weights": "inference",
+    "registered_checkpoint": "registered",
 }
 
 __all__ = [
@@ -64,6 +68,7 @@ __all__ = [
     "find_checkpoint",
     "load_weights",
     "predict",
+    "registered_checkpoint",
     "seed_everything",
 ]
 

@@ -174,6 +174,9 @@ class ExportConfig:
     """ONNX opset (default: the exporter's)"""
     rtol: float = 1e-3
     atol: float = 1e-4
+    register_as: str | None = None
+    """register the MLflow model as a new version of this registered model (rank 0, tracked
+    runs; the version's description holds the run's final metrics)"""
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.formats) - {"pth", "torchscript", "onnx", "mlflow"})
@@ -184,3 +187,19 @@ class ExportConfig:
             )
         _positive("rtol", self.rtol)
         _positive("atol", self.atol)
+        if self.register_as is not None:
+            self._check_registration(self.register_as)
+
+    def _check_registration(self, name: str) -> None:
+        from blocktrain.track.registry import NAME_PATTERN
+
+        if not NAME_PATTERN.fullmatch(name):
+            raise TrainConfigError(
+                f"register_as {name!r} cannot name a registered model; use letters, digits, "
+                "'.', '_' and '-', starting with a letter or digit"
+            )
+        if "mlflow" not in self.formats:
+            raise TrainConfigError(
+                "register_as registers the MLflow model: add 'mlflow' to formats, or drop "
+                "register_as"
+            )

@@ -3,7 +3,9 @@
 Every format is written from a CPU copy in eval mode, traced or exported with a sample batch
 of inputs; the TorchScript and ONNX files are run on that batch and compared with PyTorch's
 output (ONNX through onnxruntime), so a file that computes something else is reported, not
-shipped silently. Each file goes to the current MLflow run in the background.
+shipped silently. Each file goes to the current MLflow run in the background; the MLflow model
+(under the run's ``model`` artifacts) carries the caller's metadata in its ``MLmodel`` file,
+such as the arguments that rebuild the model's inputs.
 
 Must not: train, or choose the weights or the folder (the caller passes them in).
 """
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import logging
 import shutil
 import warnings
@@ -25,11 +28,13 @@ import torch
 from torch import nn
 
 from blocktrain.errors import BlocktrainError
+from blocktrain.track.registry import MODEL_ARTIFACT
 from blocktrain.train.config import ExportConfig
 
 if TYPE_CHECKING:
     from numpy.typing import NDArray
 
+    from blocktrain.core.values import JSON
     from blocktrain.track import Tracker
 
 _log = logging.getLogger("blocktrain.train")
@@ -58,11 +63,13 @@ def export_model(
     *,
     weights: Mapping[str, Any] | None = None,
     tracker: Tracker | None = None,
+    metadata: Mapping[str, JSON] | None = None,
 ) -> Exported:
     """Write ``config.formats`` of ``model`` (with ``weights`` loaded, if given) to ``folder``.
 
-    ``sample`` is a batch of inputs (two or more examples keep the batch size dynamic). All
-    formats are attempted; raises :class:`ExportError` naming every one that failed.
+    ``sample`` is a batch of inputs (two or more examples keep the batch size dynamic);
+    ``metadata`` goes into the MLflow model's ``MLmodel`` file. All formats are attempted;
+    raises :class:`ExportError` naming every one that failed.
     """
     folder.mkdir(parents=True, exist_ok=True)
     cpu_model = copy.deepcopy(model).cpu().eval()
@@ -72,7 +79,12 @@ def export_model(
     with torch.no_grad():
         expected = cast("torch.Tensor", cpu_model(sample)).float()
     result = Exported()
-    writers = {"pth": _pth, "torchscript": _torchscript, "onnx": _onnx, "mlflow": _mlflow}
+    writers = {
+        "pth": _pth,
+        "torchscript": _torchscript,
+        "onnx": _onnx,
+        "mlflow": functools.partial(_mlflow, metadata=metadata),
+    }
     for name in config.formats:
         try:
             path, diff = writers[name](cpu_model, sample, expected, folder, config)
@@ -88,7 +100,7 @@ def export_model(
                     f"(rtol {config.rtol}, atol {config.atol})"
                 )
         if tracker is not None:
-            tracker.log_artifacts(path, "model" if name == "mlflow" else "exports")
+            tracker.log_artifacts(path, MODEL_ARTIFACT if name == "mlflow" else "exports")
     if result.failures:
         shown = "; ".join(f"{name}: {why}" for name, why in result.failures.items())
         raise ExportError(
@@ -167,9 +179,15 @@ def _onnx(
 
 
 def _mlflow(
-    model: nn.Module, sample: torch.Tensor, expected: torch.Tensor, folder: Path, _: ExportConfig
+    model: nn.Module,
+    sample: torch.Tensor,
+    expected: torch.Tensor,
+    folder: Path,
+    _: ExportConfig,
+    *,
+    metadata: Mapping[str, JSON] | None = None,
 ) -> tuple[Path, float | None]:
-    with _root_logging_kept():
+    with root_logging_kept():
         import mlflow.pytorch
     from mlflow.models import infer_signature  # pyright: ignore[reportUnknownVariableType]
 
@@ -189,6 +207,7 @@ def _mlflow(
             signature=signature,
             input_example=sample.numpy(),
             pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
+            metadata=dict(metadata) if metadata else None,
         )
     finally:
         environment_log.setLevel(level)
@@ -196,7 +215,7 @@ def _mlflow(
 
 
 @contextlib.contextmanager
-def _root_logging_kept() -> Generator[None]:
+def root_logging_kept() -> Generator[None]:
     """Undo what an import does to the root logger.
 
     ``mlflow.pytorch`` calls ``logging.basicConfig(level=logging.ERROR)`` when imported, which

@@ -3,8 +3,9 @@
 A run's checkpoints are found where ``slurm-launch`` keeps them
 (``.blocktrain/runs/<run id>/checkpoints`` in the project), else in the run's MLflow
 artifacts (``checkpoints/best`` or ``checkpoints/last``), downloaded and checked against
-their checksums. Both functions run on every rank of a distributed job: each rank takes every
-world-size-th example, and rank 0 reports.
+their checksums. A registered model version, ``models:/NAME/VERSION``, stands wherever a
+checkpoint does (:mod:`blocktrain.train.registered`). Both functions run on every rank of a
+distributed job: each rank takes every world-size-th example, and rank 0 reports.
 
 Must not: train or write checkpoints; it only reads them (and downloads them when none is
 local).
@@ -27,6 +28,7 @@ from blocktrain import track
 from blocktrain.core.paths import Layout, RunFiles, project_root
 from blocktrain.distributed import rank_and_world
 from blocktrain.errors import BlocktrainError
+from blocktrain.track.registry import is_model_uri
 from blocktrain.train import data as datasets
 from blocktrain.train.checkpoint import files as checkpoint
 from blocktrain.train.device import autocast, default_device
@@ -81,15 +83,27 @@ def _download(run_id: str, which: Which, into: Path) -> Path | None:
 
 
 def find_checkpoint(
-    *, run_id: str | None = None, folder: Path | None = None, which: Which = "best"
+    *,
+    run_id: str | None = None,
+    folder: Path | None = None,
+    which: Which = "best",
+    model_uri: str | None = None,
 ) -> Path:
-    """The best (else the newest) or the newest good checkpoint of a folder or of a run.
+    """The best (else the newest) or the newest good checkpoint of a folder or of a run, or
+    the checkpoint of a registered model version.
 
     For a run: its checkpoint folder in this project, else its MLflow artifacts (downloaded
-    into ``.blocktrain/runs/<run id>/downloaded``).
+    into ``.blocktrain/runs/<run id>/downloaded``). For ``model_uri`` (``models:/NAME/VERSION``,
+    ``models:/NAME/latest``, ``models:/NAME@ALIAS``): the weights that version holds, as
+    :func:`blocktrain.train.registered.registered_checkpoint` keeps them (``which`` does not
+    apply).
     """
+    if model_uri is not None:
+        from blocktrain.train.registered import registered_checkpoint
+
+        return registered_checkpoint(model_uri).path
     if folder is None and run_id is None:
-        raise BlocktrainError("find_checkpoint needs a run_id or a folder")
+        raise BlocktrainError("find_checkpoint needs a run_id, a folder or a model_uri")
     where = folder if folder is not None else _run_folder(cast("str", run_id))
     found = _local(where, which)
     if found is None and run_id is not None:
@@ -106,19 +120,23 @@ def find_checkpoint(
 
 def load_weights(
     model: nn.Module,
-    source: Path | None = None,
+    source: Path | str | None = None,
     *,
     run_id: str | None = None,
     which: Which = "best",
 ) -> Path:
     """Load a checkpoint's model weights into ``model``; returns the checkpoint used.
 
-    ``source`` is a checkpoint file or a folder of them; without it, ``run_id`` names the run.
+    ``source`` is a checkpoint file, a folder of them or a registered model version
+    (``models:/NAME/VERSION``); without it, ``run_id`` names the run.
     """
-    if source is not None and source.is_file():
-        path = source
+    if is_model_uri(source):
+        path = find_checkpoint(model_uri=cast("str", source))
+    elif source is not None and Path(source).is_file():
+        path = Path(source)
     else:
-        path = find_checkpoint(run_id=run_id, folder=source, which=which)
+        folder = Path(source) if source is not None else None
+        path = find_checkpoint(run_id=run_id, folder=folder, which=which)
     state = checkpoint.load(path)
     model.load_state_dict(state.get("model", state))
     return path
@@ -128,7 +146,7 @@ def evaluate(
     model: nn.Module,
     data: Data,
     *,
-    checkpoint_path: Path | None = None,
+    checkpoint_path: Path | str | None = None,
     run_id: str | None = None,
     which: Which = "best",
     loss_fn: Callable[[Any, Any], torch.Tensor] | None = None,
@@ -140,9 +158,9 @@ def evaluate(
 ) -> dict[str, float]:
     """Metrics of ``model`` on ``data`` over all ranks, logged to the current run.
 
-    The weights come from ``checkpoint_path`` (a file or folder) or the run's best (else last)
-    checkpoint; with neither, the model is evaluated as it is. Names are ``{split}_{metric}``
-    and ``{split}_loss``.
+    The weights come from ``checkpoint_path`` (a file, a folder or ``models:/NAME/VERSION``) or
+    the run's best (else last) checkpoint; with neither, the model is evaluated as it is.
+    Names are ``{split}_{metric}`` and ``{split}_loss``.
     """
     device = device or default_device()
     if checkpoint_path is not None or run_id is not None:
@@ -191,7 +209,7 @@ def predict(
     data: Data,
     output: Path,
     *,
-    checkpoint_path: Path | None = None,
+    checkpoint_path: Path | str | None = None,
     run_id: str | None = None,
     which: Which = "best",
     rows: RowFn | None = None,
@@ -201,9 +219,9 @@ def predict(
 ) -> Path:
     """Batched inference over ``data``, written by rank 0 to ``output`` (.csv or .json).
 
-    Each row starts with the example's ``index`` in ``data``; ``rows`` turns a batch of
-    outputs into rows (default: :func:`default_rows`). The file is also logged to the current
-    run under ``predictions/``. Returns ``output``.
+    The weights come as :func:`evaluate`'s do. Each row starts with the example's ``index`` in
+    ``data``; ``rows`` turns a batch of outputs into rows (default: :func:`default_rows`). The
+    file is also logged to the current run under ``predictions/``. Returns ``output``.
     """
     suffix = output.suffix.lower()
     if suffix not in (".csv", ".json"):

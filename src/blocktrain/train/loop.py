@@ -518,7 +518,7 @@ class Trainer:
     # ---- the end --------------------------------------------------------------------------
 
     def _finish(self, sample_data: Data) -> None:
-        """Exports and plots from rank 0, when configured."""
+        """Exports, plots and the registered model version from rank 0, when configured."""
         config = self.export_config
         if config is None or self.rank != 0:
             return
@@ -527,10 +527,18 @@ class Trainer:
         folder = outputs.export_folder(config, self.checkpointer)
         weights = outputs.export_weights(config, self.checkpointer)
         sample = outputs.sample_inputs(sample_data)
+        note = outputs.weights_note(config, self.checkpointer)
         self.exported = export_model(
-            self.model, sample, folder, config, weights=weights, tracker=self.tracker
+            self.model,
+            sample,
+            folder,
+            config,
+            weights=weights,
+            tracker=self.tracker,
+            metadata=outputs.model_metadata(self.args, self.class_names, note),
         )
         if config.plots:
             confusion = self.last_evaluation.confusion if self.last_evaluation else None
             history = self.progress.history
             outputs.plot_training(folder, history, confusion, self.class_names, self.tracker)
+        outputs.register_model(config, self.tracker, note)

@@ -170,6 +170,9 @@ def test_a_sweep_runs_its_elements_one_after_another(project: LocalProject):
         assert second["started"] >= first["ended"]
     listed = project.command("slurm-status", "--json", base)
     assert sorted(row["run_id"] for row in json.loads(listed.stdout)) == sorted(runs)
+    # The supervisor closes the sweep's parent run once its last element has ended.
+    [parent] = {project.tags(r)["mlflow.parentRunId"] for r in runs}
+    project.wait(lambda: project.run_status(parent) == "FINISHED", 60, "the parent run to end")
 
 
 def test_an_unknown_executor_is_one_line_and_creates_nothing(project: LocalProject):

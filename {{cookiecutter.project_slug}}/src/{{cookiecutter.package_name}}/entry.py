@@ -5,12 +5,16 @@
     slurm-launch train --args experiments/baseline.yaml    # the same, as a Slurm job
     python -m {{ cookiecutter.package_name }}.entry evaluate --run-id RUN
     python -m {{ cookiecutter.package_name }}.entry predict --run RUN --video clip.y4m
+    python -m {{ cookiecutter.package_name }}.entry evaluate --model models:/NAME/VERSION
 
 ``train``, ``evaluate`` and ``predict`` are wrapped by ``blocktrain.entrypoint``: every call
 is an MLflow run (``evaluate`` adds its metrics to the training run; ``predict`` is a run of
 its own, nested under the training run, so that any number of videos can be labelled) and
-Slack hears of its start and end. An experiment file holds their keyword arguments. torch is
-imported inside the functions, so ``--help`` and slurm-launch's checks answer at once.
+Slack hears of its start and end. With ``register_as: NAME`` a training registers its best
+model as a new version of NAME in the MLflow model registry; ``evaluate`` and ``predict`` take
+``--model models:/NAME/VERSION`` instead of a run (their run is then nested under the training
+run). An experiment file holds their keyword arguments. torch is imported inside the
+functions, so ``--help`` and slurm-launch's checks answer at once.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Literal, cast
 
 import blocktrain
 from blocktrain.entry import main
+from blocktrain.errors import BlocktrainError
 from blocktrain.train import TrainConfig
 
 from {{ cookiecutter.package_name }}.data import Data, Normalization, eval_transform, load
@@ -49,6 +54,7 @@ def train(
     schedule: TrainConfig = SCHEDULE,
     checkpoint_every: int = 100,
     export: bool = True,
+    register_as: str | None = None,
 ) -> dict[str, float]:
     """Train the network to tell drones, birds, aircraft and empty sky apart.
 
@@ -59,6 +65,8 @@ def train(
         schedule: epochs, batch size (over all ranks), seed, precision, ... (TrainConfig)
         checkpoint_every: optimizer steps between checkpoints
         export: write the model as .pth, TorchScript, ONNX and an MLflow model, with plots
+        register_as: register the best checkpoint's MLflow model as a new version of this
+            registered model (needs export)
     """
     import torch
     from blocktrain import distributed
@@ -71,6 +79,8 @@ def train(
     )
     from torch import nn
 
+    if register_as is not None and not export:
+        raise BlocktrainError("register_as registers the exported model: set export: true")
     use_allocated_cpus()
     with distributed.process_group() as place:
         splits = load(data)
@@ -86,7 +96,7 @@ def train(
             scheduler=cosine,
             metrics={"accuracy": accuracy},
             checkpoint=CheckpointConfig(folder=default_folder(), every_steps=checkpoint_every),
-            export=ExportConfig() if export else None,
+            export=ExportConfig(register_as=register_as) if export else None,
             class_names=splits.classes,
             args=recorded(data, model, splits.classes, splits.normalization),
         )
@@ -96,21 +106,33 @@ def train(
 
 
 @blocktrain.entrypoint
-def evaluate(*, run_id: str, which: Literal["best", "last"] = "best") -> dict[str, float]:
-    """Evaluate a trained run on its test split; the metrics are added to that run.
+def evaluate(
+    *,
+    run_id: str | None = None,
+    model: str | None = None,
+    which: Literal["best", "last"] = "best",
+) -> dict[str, float]:
+    """Evaluate a trained run, or a registered model, on the test split of its data.
+
+    With ``run_id`` the metrics are added to that run; with ``model`` they go to a run of
+    their own, nested under the run the model was registered from.
 
     Args:
         run_id: the training run
-        which: its best checkpoint (highest validation accuracy) or its last one
+        model: instead of run_id, a registered model version: models:/NAME/VERSION,
+            models:/NAME/latest or models:/NAME@ALIAS
+        which: the run's best checkpoint (highest validation accuracy) or its last one
     """
     from blocktrain import distributed
-    from blocktrain.train import accuracy, find_checkpoint
+    from blocktrain.train import accuracy
     from blocktrain.train import evaluate as evaluate_model
     from torch import nn
 
     use_allocated_cpus()
     with distributed.process_group():
-        path = find_checkpoint(run_id=run_id, which=which)
+        path, run = checkpoint_of(run_id, model, which)
+        if model is not None:
+            nest_under(run, model)
         trained = restore(path)
         splits = load(trained.data, log_stats=False)
         values = evaluate_model(
@@ -120,14 +142,15 @@ def evaluate(*, run_id: str, which: Literal["best", "last"] = "best") -> dict[st
             loss_fn=nn.functional.cross_entropy,
             metrics={"accuracy": accuracy},
         )
-    print(f"test accuracy {values['test_accuracy']:.3f} ({path.name} of run {run_id})")
+    print(f"test accuracy {values['test_accuracy']:.3f} ({model or path.name} of run {run})")
     return values
 
 
 @blocktrain.entrypoint
 def predict(
     *,
-    run: str,
+    run: str | None = None,
+    model: str | None = None,
     video: Path,
     output: Path | None = None,
     which: Literal["best", "last"] = "best",
@@ -140,32 +163,62 @@ def predict(
 
     Args:
         run: the training run whose checkpoint labels the frames
+        model: instead of run, a registered model version: models:/NAME/VERSION,
+            models:/NAME/latest or models:/NAME@ALIAS
         video: a YUV4MPEG2 (.y4m) video; ffmpeg converts others
         output: the .csv or .json file (default: predictions/VIDEO.csv)
         which: the run's best checkpoint or its last one
     """
     import torch
-    from blocktrain.train import find_checkpoint
     from blocktrain.train import predict as predict_rows
     from torch.utils.data import TensorDataset
 
     from {{ cookiecutter.package_name }}.video import read_y4m
 
-    path = find_checkpoint(run_id=run, which=which)
+    path, run = checkpoint_of(run, model, which)
     trained = restore(path)
     clip = read_y4m(video)
     frames = torch.as_tensor(clip.frames).permute(0, 3, 1, 2)
     inputs = eval_transform(trained.data.size, trained.normalization)(frames)
     target = output or Path("predictions") / f"{video.stem}.csv"
-    tracker = blocktrain.current()
-    if tracker is not None:
-        tracker.set_tags({"mlflow.parentRunId": run})
+    nest_under(run, model)
 
     def rows(outputs: torch.Tensor) -> list[dict[str, JSON]]:
         return frame_rows(outputs, trained.classes)
 
     predict_rows(trained.network, TensorDataset(inputs), target, checkpoint_path=path, rows=rows)
-    print(f"labelled {len(frames)} frames of {video} in {target} ({path.name} of run {run})")
+    print(
+        f"labelled {len(frames)} frames of {video} in {target} ({model or path.name} of run {run})"
+    )
+
+
+def checkpoint_of(
+    run: str | None, model: str | None, which: Literal["best", "last"]
+) -> tuple[Path, str]:
+    """The checkpoint that evaluate and predict load, and the training run it belongs to: the
+    run's own (best or last), or a registered model version's (models:/NAME/VERSION)."""
+    from blocktrain.train import find_checkpoint, registered_checkpoint
+
+    if (run is None) == (model is None):
+        raise BlocktrainError(
+            "name the trained model once: a training run, or a registered model as "
+            "--model models:/NAME/VERSION"
+        )
+    if model is not None:
+        kept = registered_checkpoint(model)
+        return kept.path, kept.run_id
+    return find_checkpoint(run_id=run, which=which), cast("str", run)
+
+
+def nest_under(run: str, model: str | None) -> None:
+    """Show this call's run under the training run in the MLflow UI, naming the registered
+    model it used, if any."""
+    tracker = blocktrain.current()
+    if tracker is not None:
+        tags = {"mlflow.parentRunId": run}
+        if model is not None:
+            tags["blocktrain.model"] = model
+        tracker.set_tags(tags)
 
 
 def use_allocated_cpus() -> None:
