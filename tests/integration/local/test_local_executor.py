@@ -77,7 +77,10 @@ def test_a_run_and_a_preempted_one_end_with_the_same_weights(project: LocalProje
     time.sleep(random.uniform(0.5, 4.0))
     pid = project.local_job(again_job)["supervisor_pid"]
     assert isinstance(pid, int)
+    assert "step 290 loss" not in project.log(again, 1), "attempt 1 ended before the SIGTERM"
     os.kill(pid, signal.SIGTERM)
+    supervisor = next((project.root / ".blocktrain").rglob(f"{again_job}_supervisor.log"))
+    project.wait(lambda: "SIGTERM: preempting" in supervisor.read_text(), 60, "the preemption")
     project.wait(lambda: ended(project, again), RUN_TIMEOUT_S, f"run {again} to end")
     assert project.run_status(again) == "FINISHED"
     assert project.tags(again)["blocktrain.attempt"] == "2"

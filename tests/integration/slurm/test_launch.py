@@ -299,11 +299,11 @@ def test_unreachable_cluster_is_one_line_and_rolls_back(
     dead = tmp_path / "dead.conf"
     text = slurm_cluster.conf.read_text()
     dead.write_text(
-        "\n".join(
-            "SlurmctldPort=1" if line.startswith("SlurmctldPort=") else line
-            for line in text.splitlines()
+        "".join(
+            "SlurmctldPort=1\n" if line.startswith("SlurmctldPort=") else line
+            for line in text.splitlines(keepends=True)
         )
-    )
+    )  # the last line (an Include) must keep its newline: Slurm's parser needs it
     (project.root / "exp.yaml").write_text("steps: 5\n")
     project.env["SLURM_CONF"] = str(dead)
     done = project.command("slurm-launch", "train", "--args", "exp.yaml")
