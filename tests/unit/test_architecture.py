@@ -24,7 +24,7 @@ ALLOWED: dict[str, set[str]] = {
     "entry": {"core", "errors"},
     "secrets": {"core", "errors"},
     "distributed": {"core"},
-    "restart": {"core", "errors", "distributed"},
+    "restart": {"core", "errors", "entry", "distributed"},
     "track": {"core", "errors", "restart"},
     "notify": {"core", "errors", "track"},
     "data": {"core", "errors", "track"},
@@ -33,11 +33,23 @@ ALLOWED: dict[str, set[str]] = {
     "launch": {"core", "errors", "entry", "distributed", "restart", "track", "notify"},
     "cli": {"core", "errors", "entry", "secrets", "track", "data", "launch"},
     "__init__": {"annotate", "errors", "track"},
-    # Deprecated aliases of moved modules, kept for projects baked before the move.
-    "checkpoint": {"train"},
-    "mlflowbackend": {"core", "track"},
-    "values": {"core"},
 }
+
+# The rooms of ``launch`` and what each may import of the others, in the same way: a room is a
+# sub-package or a module of ``launch``; the modules of the flow (launcher, relaunch, ...) sit
+# on top and may import every room.
+LAUNCH_ROOMS: dict[str, set[str]] = {
+    "containers": set(),
+    "profile": {"containers"},
+    "records": set(),
+    "sweeps": {"records"},
+    "slurm": {"containers", "profile", "records", "sweeps"},
+    "local": {"profile", "slurm"},
+}
+LAUNCH_FLOW = {
+    "codecopy", "entryname", "executors", "launcher", "relaunch", "request", "runjobs",
+    "statusview",
+}  # fmt: skip
 
 # Packages that the job commands and entry-point resolution load: torch, mlflow, submitit
 # and boto3 are imported inside the functions that need them, never with the module.
@@ -161,7 +173,49 @@ def test_importing_every_light_module_loads_no_heavy_library() -> None:
     assert done.stdout.strip() == "[]"
 
 
-@pytest.mark.parametrize("unit", sorted(u for u in ALLOWED if u not in {"errors", "__init__"}))
+def _room(module: str) -> str | None:
+    parts = module.split(".")
+    return parts[2] if len(parts) > 2 and parts[1] == "launch" else None
+
+
+def test_every_launch_room_is_placed() -> None:
+    rooms = {_room(name) for name, _ in _modules()} - {None, "__init__"}
+    assert rooms <= set(LAUNCH_ROOMS) | LAUNCH_FLOW, f"place {sorted(rooms - set(LAUNCH_ROOMS))}"
+
+
+def test_launch_rooms_import_only_what_their_order_allows() -> None:
+    wrong: list[str] = []
+    for name, tree in _modules():
+        room = _room(name)
+        if room not in LAUNCH_ROOMS:
+            continue
+        for node in ast.walk(tree):
+            for target in _imported(node):
+                used = _room(target) if target.startswith("blocktrain.launch.") else None
+                if used is not None and used != room and used not in LAUNCH_ROOMS[room]:
+                    wrong.append(f"{name} imports {target} (launch.{room} -> launch.{used})")
+    assert not wrong, "\n".join(wrong)
+
+
+def test_the_launch_rooms_have_no_cycle() -> None:
+    done: set[str] = set()
+
+    def visit(room: str, path: tuple[str, ...]) -> None:
+        assert room not in path, f"cycle: {' -> '.join((*path, room))}"
+        if room not in done:
+            for used in LAUNCH_ROOMS[room]:
+                visit(used, (*path, room))
+            done.add(room)
+
+    for room in LAUNCH_ROOMS:
+        visit(room, ())
+
+
+@pytest.mark.parametrize(
+    "unit",
+    sorted(u for u in ALLOWED if u not in {"errors", "__init__"})
+    + [f"launch/{room}" for room in sorted(LAUNCH_ROOMS) if (SRC / "launch" / room).is_dir()],
+)
 def test_each_unit_says_what_it_owns(unit: str) -> None:
     path = SRC / unit / "__init__.py" if (SRC / unit).is_dir() else SRC / f"{unit}.py"
     docstring = ast.get_docstring(ast.parse(path.read_text()))

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from blocktrain.data.cache.config import CacheConfig
-from blocktrain.launch import batch
-from blocktrain.launch.container import Bind, Container, command, data_dirs, task_binds
+from blocktrain.launch.containers.runtime import Bind, Container, command, data_dirs, task_binds
 from blocktrain.launch.profile import ProfileError, load_profile
+from blocktrain.launch.slurm import batch
 
 GOLDEN = Path(__file__).parent / "golden"
 PROJECT = "/home/ada/shapes"

@@ -18,11 +18,11 @@ from pathlib import Path
 import pytest
 
 from blocktrain.errors import BlocktrainError
-from blocktrain.launch import image
-from blocktrain.launch.container import Container
+from blocktrain.launch.containers import images
+from blocktrain.launch.containers.runtime import Container
 from blocktrain.launch.launcher import LaunchRequest, launch
-from blocktrain.launch.slurmcmd import QueueEntry
-from blocktrain.launch.submission import BatchJobs, Submitted
+from blocktrain.launch.slurm.commands import QueueEntry
+from blocktrain.launch.slurm.submit import BatchJobs, Submitted
 
 MODULE = "container_entry"
 
@@ -63,28 +63,28 @@ def test_a_tree_digest_follows_content_modes_and_links_not_place_or_time(
     copy = tmp_path / "b"
     shutil.copytree(first, copy, symlinks=True)
     os.utime(copy / "etc" / "hostname", (0, 0))
-    value = image.tree_digest(first)
+    value = images.tree_digest(first)
     assert value.startswith("sha256:")
-    assert image.tree_digest(copy) == value
+    assert images.tree_digest(copy) == value
     (copy / "etc" / "hostname").write_text("other\n")
-    changed = image.tree_digest(copy)
+    changed = images.tree_digest(copy)
     assert changed != value
     (copy / "etc" / "hostname").write_text("image\n")
-    assert image.tree_digest(copy) == value
+    assert images.tree_digest(copy) == value
     (copy / "etc" / "hostname").chmod(0o600)
-    assert image.tree_digest(copy) != value
+    assert images.tree_digest(copy) != value
 
 
 def test_digests_are_cached_until_the_image_changes(tmp_path: Path, cache_home: Path):
     root = tree(tmp_path / "img")
-    value = image.digest("charliecloud", str(root))
-    assert value == image.tree_digest(root)
+    value = images.digest("charliecloud", str(root))
+    assert value == images.tree_digest(root)
     assert len(list((cache_home / "blocktrain" / "image-digests").iterdir())) == 1
     (root / "etc" / "new").write_text("x")
-    assert image.digest("charliecloud", str(root)) == image.tree_digest(root) != value
+    assert images.digest("charliecloud", str(root)) == images.tree_digest(root) != value
     sif = tmp_path / "x.sif"
     sif.write_bytes(b"sif bytes" * 1000)
-    assert image.digest("apptainer", str(sif)) == (
+    assert images.digest("apptainer", str(sif)) == (
         "sha256:" + hashlib.sha256(sif.read_bytes()).hexdigest()
     )
 
@@ -95,7 +95,7 @@ def test_a_missing_runtime_names_the_program_and_the_fix(
     on_path(tmp_path / "bin", monkeypatch)  # nothing installed
     box = Container(runtime="charliecloud", image=str(tree(tmp_path / "img")))
     with pytest.raises(BlocktrainError, match=r"charliecloud: ch-run is not installed here"):
-        image.check(box, tmp_path, [], "ada")
+        images.check(box, tmp_path, [], "ada")
 
 
 def test_charliecloud_needs_user_and_mount_points_in_the_image(
@@ -106,16 +106,16 @@ def test_charliecloud_needs_user_and_mount_points_in_the_image(
     project = Path("/srv/project")
     box = Container(runtime="charliecloud", image=str(img))
     with pytest.raises(BlocktrainError, match=r"ch-run needs USER.*export USER=\$\(id -un\)"):
-        image.check(box, project, [], None)
+        images.check(box, project, [], None)
     with pytest.raises(BlocktrainError) as caught:
-        image.check(box, project, [], "ada")
+        images.check(box, project, [], "ada")
     assert str(caught.value) == (
         f"image {img} has no folder /srv/project to mount /srv/project on (ch-run cannot make "
         "one); rebuild it with `make training-image MOUNTS=/srv/project`"
     )
     (img / "srv" / "project").mkdir(parents=True)
     data = tmp_path / "data-cache"  # under /tmp, which ch-run shares with the host
-    image.check(box, project, [str(data)], "ada")
+    images.check(box, project, [str(data)], "ada")
     assert data.is_dir()  # made: no runtime mounts a missing folder
 
 
@@ -123,7 +123,7 @@ def test_a_missing_image_names_the_build_command(tmp_path: Path, monkeypatch: py
     on_path(tmp_path / "bin", monkeypatch, "apptainer")
     box = Container(runtime="apptainer", image=str(tmp_path / "missing.sif"))
     with pytest.raises(BlocktrainError, match=r"missing\.sif not found; build it with `make"):
-        image.check(box, tmp_path, [], "ada")
+        images.check(box, tmp_path, [], "ada")
 
 
 @dataclass

@@ -14,9 +14,9 @@ from blocktrain.core.jobenv import JobContext
 from blocktrain.core.paths import RunFiles
 from blocktrain.core.redact import Redactor
 from blocktrain.launch import statusview
-from blocktrain.launch.records import JobEntry, RunRecord
-from blocktrain.launch.worker import _requeue_after_crash  # pyright: ignore[reportPrivateUsage]
+from blocktrain.launch.records.store import JobEntry, RunRecord
 from blocktrain.notify.messages import crashed_message
+from blocktrain.restart.worker import _requeue_after_crash  # pyright: ignore[reportPrivateUsage]
 
 MISSING = "[Errno 2] No such file or directory: '/data/train'"
 

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from blocktrain.errors import ArgsError
-from blocktrain.launch import batch
 from blocktrain.launch.profile import Profile, ProfileError, Restarts, load_profile, time_minutes
-from blocktrain.launch.sweep import argument_sets, dotted
+from blocktrain.launch.slurm import batch
+from blocktrain.launch.sweeps.expand import argument_sets, dotted
 from blocktrain.restart import RestartConfig, budget_allows, classify
 
 REPO = Path(__file__).resolve().parents[2]

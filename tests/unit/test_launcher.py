@@ -18,12 +18,14 @@ import pytest
 
 from blocktrain.core.paths import Layout
 from blocktrain.errors import ArgsError, BlocktrainError
-from blocktrain.launch import batch, finalize, mlflowruns, sweepparent
 from blocktrain.launch.launcher import DRY_RUN_ID, LaunchRequest, LaunchResult, launch
 from blocktrain.launch.profile import ProfileError, load_profile
-from blocktrain.launch.records import read_record
-from blocktrain.launch.slurmcmd import QueueEntry
-from blocktrain.launch.submission import BatchJobs, Submitted
+from blocktrain.launch.records import tracking
+from blocktrain.launch.records.store import read_record
+from blocktrain.launch.slurm import batch, finalize
+from blocktrain.launch.slurm.commands import QueueEntry
+from blocktrain.launch.slurm.submit import BatchJobs, Submitted
+from blocktrain.launch.sweeps import parentrun
 from blocktrain.track import ATTEMPT_TAG
 from blocktrain.track.backend import EMBEDDED_DB, MlflowBackend
 
@@ -119,7 +121,7 @@ def test_a_launch_freezes_the_code_creates_the_run_and_submits_its_plan(project:
     files = layout.launch(record.launch_id)
     assert (files.code / f"{MODULE}.py").read_text() == ENTRY_SOURCE
 
-    mlflow_run = mlflowruns.backend(record.tracking_uri, project).get_run(record.run_id)
+    mlflow_run = tracking.backend(record.tracking_uri, project).get_run(record.run_id)
     assert mlflow_run.info.status == "SCHEDULED"
     assert mlflow_run.data.params == {"steps": "7", "lr": "0.1"}
     assert mlflow_run.data.tags["blocktrain.launch_id"] == record.launch_id
@@ -160,7 +162,7 @@ def test_several_argument_files_are_one_array_of_named_runs_under_a_parent(proje
     assert {r.sweep_id for r in records} == {records[0].launch_id}
     assert [s.environment()["BLOCKTRAIN_RUN_NAME"] for s in jobs.specs] == ["abl-exp", "abl-b"]
 
-    store = mlflowruns.backend(records[0].tracking_uri, project)
+    store = tracking.backend(records[0].tracking_uri, project)
     [parent_id] = {r.parent_run_id for r in records}
     assert parent_id is not None
     parent = store.get_run(parent_id)
@@ -182,12 +184,12 @@ def test_sweep_elements_are_named_after_the_file_and_their_values(project: Path)
     layout = Layout(project)
     records = [read_record(layout, r.run_id) for r in result.runs]
     assert [r.name for r in records] == ["train-ablation-lr=0.01", "train-ablation-lr=0.1"]
-    store = mlflowruns.backend(records[0].tracking_uri, project)
+    store = tracking.backend(records[0].tracking_uri, project)
     assert [store.get_run(r.run_id).info.run_name for r in records] == [r.name for r in records]
     parent = store.get_run(str(records[0].parent_run_id))
     assert parent.info.run_name == "train-ablation"
     assert parent.data.params == {"sweep.lr": "0.01,0.1"}
-    sweep = sweepparent.read_record(layout.launch(records[0].launch_id))
+    sweep = parentrun.read_record(layout.launch(records[0].launch_id))
     assert sweep is not None
     assert (sweep.best_metric, sweep.best_mode, sweep.swept) == ("val_loss", "min", ["lr"])
     assert [c.values for c in sweep.children] == [{"lr": "0.01"}, {"lr": "0.1"}]
@@ -196,7 +198,7 @@ def test_sweep_elements_are_named_after_the_file_and_their_values(project: Path)
 def test_a_single_run_is_named_after_the_entry_and_its_file(project: Path):
     [launched] = run(project, RecordingScheduler(), args=(project / "exp.yaml",)).runs
     record = read_record(Layout(project), launched.run_id)
-    store = mlflowruns.backend(record.tracking_uri, project)
+    store = tracking.backend(record.tracking_uri, project)
     mlflow_run = store.get_run(launched.run_id)
     assert (record.name, mlflow_run.info.run_name) == ("train-exp", "train-exp")
     assert record.parent_run_id is None
@@ -210,7 +212,7 @@ def test_the_parent_closes_with_a_summary_once_every_run_ended(project: Path, tm
     result = run(project, RecordingScheduler(), args=files, best="val_loss:min")
     layout = Layout(project)
     records = [read_record(layout, r.run_id) for r in result.runs]
-    store = mlflowruns.backend(records[0].tracking_uri, project)
+    store = tracking.backend(records[0].tracking_uri, project)
     parent_id = str(records[0].parent_run_id)
     ending = [("FINISHED", 0.4), ("FINISHED", 0.2), ("FAILED", 0.1)]
     for record, (_, loss) in zip(records, ending, strict=True):
@@ -252,7 +254,7 @@ def test_a_relaunched_run_of_a_sweep_reopens_its_parent(project: Path):
     result = run(project, scheduler, args=(project / "exp.yaml", project / "b.yaml"))
     layout = Layout(project)
     records = [read_record(layout, r.run_id) for r in result.runs]
-    store = mlflowruns.backend(records[0].tracking_uri, project)
+    store = tracking.backend(records[0].tracking_uri, project)
     for record in records:
         store.set_status(record.run_id, "KILLED", None)
     finalize.finalize(layout, [r.run_id for r in records], lambda _: "CANCELLED")
@@ -278,7 +280,7 @@ def test_a_refused_submission_leaves_no_record_folder_or_active_run(
     layout = Layout(project)
     assert list(layout.runs.iterdir()) == []
     assert list((layout.state / "launches").iterdir()) == []
-    store = mlflowruns.backend(f"sqlite:///{project / EMBEDDED_DB}", project)
+    store = tracking.backend(f"sqlite:///{project / EMBEDDED_DB}", project)
     for spec in jobs.specs:
         assert store.get_run(spec.run_id).info.lifecycle_stage == "deleted"
     # The parent run of several is gone too: no run of the experiment is left.
@@ -290,7 +292,7 @@ def test_relaunch_submits_the_same_run_at_its_next_attempt(project: Path):
     [first] = run(project, scheduler, args=(project / "exp.yaml",)).runs
     layout = Layout(project)
     record = read_record(layout, first.run_id)
-    store = mlflowruns.backend(record.tracking_uri, project)
+    store = tracking.backend(record.tracking_uri, project)
     store.client.set_tag(first.run_id, ATTEMPT_TAG, "2")  # two attempts ran, then it stopped
     run_files = layout.run(first.run_id)
     run_files.stop_marker.touch()

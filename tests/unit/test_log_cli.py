@@ -11,9 +11,9 @@ import pytest
 
 from blocktrain.cli import log
 from blocktrain.core.paths import Layout
-from blocktrain.launch import slurmcmd
-from blocktrain.launch.records import JobEntry, RunRecord, write_record
-from blocktrain.launch.slurmcmd import QueueEntry, SlurmError
+from blocktrain.launch.records.store import JobEntry, RunRecord, write_record
+from blocktrain.launch.slurm import commands
+from blocktrain.launch.slurm.commands import QueueEntry, SlurmError
 
 RUN = "0123456789abcdef0123456789abcdef"
 SUBMITTED = "2026-01-10T12:00:00+0000"
@@ -127,7 +127,7 @@ def test_no_logs_yet_says_the_job_is_pending(
 ) -> None:
     add_record(project, "d" * 32, "77")
     # A fake squeue answer: the real one is exercised by the integration tests.
-    monkeypatch.setattr(slurmcmd, "squeue", lambda ids: [QueueEntry("77", "PENDING", "0:00", "")])
+    monkeypatch.setattr(commands, "squeue", lambda ids: [QueueEntry("77", "PENDING", "0:00", "")])
     assert log.main(["d" * 8]) == 2
     assert capsys.readouterr().err == (
         f"slurm-log: error: run {'d' * 32} has no logs yet: job 77 is PENDING\n"
@@ -142,7 +142,7 @@ def test_no_logs_and_no_queued_job_points_at_the_submission_logs(
     def unreachable(ids: object) -> list[QueueEntry]:
         raise SlurmError("squeue -h failed: Unable to contact slurm controller")
 
-    monkeypatch.setattr(slurmcmd, "squeue", unreachable)
+    monkeypatch.setattr(commands, "squeue", unreachable)
     assert log.main(["d" * 8, "--follow"]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"slurm-log: error: run {'d' * 32} has no logs: job 77 is not queued")
@@ -194,7 +194,7 @@ def test_follow_waits_for_a_queued_job_to_start(
 ) -> None:
     monkeypatch.setattr(log, "POLL_S", 0.01)
     add_record(project, "d" * 32, "77")
-    monkeypatch.setattr(slurmcmd, "squeue", lambda ids: [QueueEntry("77", "PENDING", "0:00", "")])
+    monkeypatch.setattr(commands, "squeue", lambda ids: [QueueEntry("77", "PENDING", "0:00", "")])
 
     def start() -> None:
         time.sleep(0.1)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from blocktrain.errors import BlocktrainError
-from blocktrain.launch.records import (
+from blocktrain.launch.records.store import (
     JobEntry,
     Layout,
     RunRecord,

@@ -14,7 +14,7 @@ from blocktrain import restart
 from blocktrain.core.paths import RunFiles
 from blocktrain.errors import RequeueRequested, StopRequested, Terminated
 from blocktrain.launch.profile import Profile
-from blocktrain.launch.spec import JobSpec
+from blocktrain.restart.jobspec import JobSpec
 
 
 @pytest.fixture

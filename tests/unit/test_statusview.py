@@ -12,10 +12,11 @@ import pytest
 
 from blocktrain.cli import status
 from blocktrain.core.paths import Layout
-from blocktrain.launch import localjob, statusview
-from blocktrain.launch.localstate import Element, LocalJob, LocalPlan
-from blocktrain.launch.records import JobEntry, RunRecord, write_record
-from blocktrain.launch.slurmcmd import QueueEntry, parse_squeue
+from blocktrain.launch import statusview
+from blocktrain.launch.local import supervisor
+from blocktrain.launch.local.jobstate import Element, LocalJob, LocalPlan
+from blocktrain.launch.records.store import JobEntry, RunRecord, write_record
+from blocktrain.launch.slurm.commands import QueueEntry, parse_squeue
 from blocktrain.launch.statusview import LocalStatus
 
 SUBMITTED = "2026-01-10T12:00:00+0000"
@@ -390,7 +391,7 @@ def test_local_jobs_answer_from_their_state_files_without_asking_slurm(
         signal="USR2", lead_s=10,
     )  # fmt: skip
     elements = [Element(state="RUNNING", started=SUBMITTED_EPOCH), Element()]
-    localjob.write_job(
+    supervisor.write_job(
         layout, LocalJob(plan=plan, elements=elements, submitted=1.0, supervisor_pid=os.getpid())
     )
     assert status.main(["--all", "--json"]) == 0

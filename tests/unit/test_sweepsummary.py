@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from blocktrain.errors import ArgsError
-from blocktrain.launch import sweepsummary as ss
-from blocktrain.launch.sweep import Best, argument_sets, parse_best
+from blocktrain.launch.sweeps import summary as ss
+from blocktrain.launch.sweeps.expand import Best, argument_sets, parse_best
 
 
 def child(run_id: str, status: str, loss: float | None, **values: str) -> ss.ChildResult:

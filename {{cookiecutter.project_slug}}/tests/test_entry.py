@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 from blocktrain.entry import resolve
-from blocktrain.launch.sweep import argument_sets
+from blocktrain.launch.sweeps.expand import argument_sets
 from blocktrain.train import TrainConfig
 
 from {{ cookiecutter.package_name }}.data import Data

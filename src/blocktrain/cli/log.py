@@ -20,8 +20,10 @@ from typing import cast
 
 from blocktrain.core.paths import Layout, LogFiles, project_root
 from blocktrain.errors import BlocktrainError
-from blocktrain.launch import localqueue, slurmcmd, statusview
-from blocktrain.launch.records import RunRecord, find_runs, read_record
+from blocktrain.launch import statusview
+from blocktrain.launch.local import queries
+from blocktrain.launch.records.store import RunRecord, find_runs, read_record
+from blocktrain.launch.slurm import commands
 
 DESCRIPTION = """\
 Print the log of a run: every attempt in order, rank 0's stdout unless told otherwise.
@@ -181,11 +183,11 @@ def queue_state(layout: Layout, record: RunRecord) -> str | None:
         return None
     job_id = record.latest_job.job_id
     if record.latest_job.executor == "local":
-        queue = localqueue.queued(layout, [job_id])
+        queue = queries.queued(layout, [job_id])
         return next((e.state for e in queue if e.job_id == job_id), None)
     try:
-        return next((e.state for e in slurmcmd.squeue([job_id]) if e.job_id == job_id), None)
-    except slurmcmd.SlurmError:
+        return next((e.state for e in commands.squeue([job_id]) if e.job_id == job_id), None)
+    except commands.SlurmError:
         return None
 
 

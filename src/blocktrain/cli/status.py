@@ -17,9 +17,11 @@ from pathlib import Path
 
 from blocktrain.core.paths import Layout, project_root
 from blocktrain.errors import BlocktrainError
-from blocktrain.launch import localqueue, slurmcmd, statusview
-from blocktrain.launch.records import RunRecord, all_records, find_runs
-from blocktrain.launch.slurmcmd import QueueEntry, SlurmError
+from blocktrain.launch import statusview
+from blocktrain.launch.local import queries
+from blocktrain.launch.records.store import RunRecord, all_records, find_runs
+from blocktrain.launch.slurm import commands
+from blocktrain.launch.slurm.commands import QueueEntry, SlurmError
 from blocktrain.launch.statusview import LocalStatus, Row
 
 DESCRIPTION = """\
@@ -148,7 +150,7 @@ def snapshot(
     # Local jobs answer from their state files, read once; Slurm is asked about the rest.
     latest = [r.latest_job.job_id for r in records if r.latest_job is not None]
     local_jobs, _ = statusview.split_local(latest)
-    local_queued, local_ended = statusview.by_state(localqueue.entries(layout, local_jobs))
+    local_queued, local_ended = statusview.by_state(queries.entries(layout, local_jobs))
     _, slurm_ids = statusview.split_local(statusview.queue_ids(records, local))
     queued = {**ask_queue(slurm_ids), **local_queued}
     if not (everything or idents):
@@ -187,7 +189,7 @@ def read_local(layout: Layout, run_id: str) -> LocalStatus:
 
 
 def ask_queue(job_ids: Sequence[str]) -> dict[str, QueueEntry]:
-    return statusview.by_job(slurmcmd.squeue(job_ids)) if job_ids else {}
+    return statusview.by_job(commands.squeue(job_ids)) if job_ids else {}
 
 
 def ask_accounting(job_ids: Sequence[str]) -> tuple[dict[str, QueueEntry], str | None]:
@@ -196,7 +198,7 @@ def ask_accounting(job_ids: Sequence[str]) -> tuple[dict[str, QueueEntry], str |
         return {}, None
     command = ["sacct", "-X", "-P", "-n", "-o", statusview.SACCT_FORMAT]
     try:
-        text = slurmcmd.run([*command, "-j", ",".join(statusview.base_ids(job_ids))])
+        text = commands.run([*command, "-j", ",".join(statusview.base_ids(job_ids))])
     except SlurmError as exc:
         return {}, f"no accounting ({exc}); ended jobs show their run's own status"
     return statusview.by_job(statusview.parse_sacct(text)), None

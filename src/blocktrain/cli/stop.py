@@ -16,8 +16,10 @@ from pathlib import Path
 
 from blocktrain.core.paths import Layout, project_root
 from blocktrain.errors import BlocktrainError
-from blocktrain.launch import localqueue, mlflowruns, slurmcmd
-from blocktrain.launch.records import RunRecord, find_runs
+from blocktrain.launch.local import queries
+from blocktrain.launch.records import tracking
+from blocktrain.launch.records.store import RunRecord, find_runs
+from blocktrain.launch.slurm import commands
 
 
 def _parser(prog: str, description: str) -> argparse.ArgumentParser:
@@ -44,8 +46,8 @@ def _active(layout: Layout, records: Sequence[RunRecord]) -> dict[str, str]:
     latest = [r.latest_job for r in records if r.latest_job is not None]
     on_slurm = [j.job_id for j in latest if j.executor != "local"]
     local = [j.job_id for j in latest if j.executor == "local"]
-    queued = slurmcmd.squeue(on_slurm) if on_slurm else []
-    queued += localqueue.queued(layout, local) if local else []
+    queued = commands.squeue(on_slurm) if on_slurm else []
+    queued += queries.queued(layout, local) if local else []
     wanted = {j.job_id for j in latest}
     return {e.job_id: e.state for e in queued if e.job_id in wanted}
 
@@ -70,9 +72,9 @@ def stop(layout: Layout, records: Sequence[RunRecord]) -> list[str]:
         layout.run(record.run_id).stop_marker.touch()
         signal = str(record.profile_values.get("signal", "USR2")).removeprefix("SIG")
         if _is_local(record):
-            localqueue.signal_tasks(layout, job, signal)
+            queries.signal_tasks(layout, job, signal)
         else:
-            slurmcmd.run(["scancel", f"--signal={signal}", job])
+            commands.run(["scancel", f"--signal={signal}", job])
         lines.append(f"run {record.run_id}: job {job} checkpoints and stops; resume with "
                      f"slurm-launch --run-id {record.run_id}")  # fmt: skip
     return lines
@@ -97,13 +99,13 @@ def _cancel_job(layout: Layout, record: RunRecord, job: str) -> None:
     """``scancel``; for a local job, its supervisor ends the tasks (waited for, so that the
     run is marked KILLED after its tasks have written their last status)."""
     if _is_local(record):
-        localqueue.cancel(layout, job)
+        queries.cancel(layout, job)
     else:
-        slurmcmd.run(["scancel", job])
+        commands.run(["scancel", job])
 
 
 def _mark_killed(layout: Layout, record: RunRecord) -> None:
-    store = mlflowruns.backend(record.tracking_uri, layout.root)
+    store = tracking.backend(record.tracking_uri, layout.root)
     if str(store.get_run(record.run_id).info.status) in ("RUNNING", "SCHEDULED"):
         store.set_status(record.run_id, "KILLED", None)
 

@@ -21,6 +21,12 @@ def project_root(start: Path) -> Path:
     return start
 
 
+def import_paths(code_dir: Path) -> list[str]:
+    """Where Python finds the project's modules inside a copy: ``src/`` layout first."""
+    paths = [code_dir / "src", code_dir]
+    return [str(p) for p in paths if p.is_dir()]
+
+
 @dataclass(frozen=True, slots=True)
 class RunFiles:
     """One run's folder (``.blocktrain/runs/<run id>``, ``BLOCKTRAIN_RUN_DIR`` in a job)."""

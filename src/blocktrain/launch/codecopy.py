@@ -11,7 +11,7 @@ import subprocess
 from collections.abc import Iterable
 from pathlib import Path
 
-from blocktrain.core.paths import STATE_DIR
+from blocktrain.core.paths import STATE_DIR, import_paths
 from blocktrain.errors import BlocktrainError
 
 _SKIP_PARTS = frozenset({".git", STATE_DIR, ".venv", "__pycache__", ".pytest_cache", ".ruff_cache"})
@@ -54,12 +54,6 @@ def freeze_code(root: Path, destination: Path) -> int:
     temporary.mkdir(parents=True, exist_ok=True)
     temporary.rename(destination)
     return len(files)
-
-
-def import_paths(code_dir: Path) -> list[str]:
-    """Where Python finds the project's modules inside a copy: ``src/`` layout first."""
-    paths = [code_dir / "src", code_dir]
-    return [str(p) for p in paths if p.is_dir()]
 
 
 def planned_import_paths(root: Path, code_dir: Path) -> list[str]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from blocktrain.core.paths import Layout
 from blocktrain.errors import BlocktrainError
-from blocktrain.launch.submission import Scheduler, SlurmScheduler
+from blocktrain.launch.slurm.submit import Scheduler, SlurmScheduler
 
 EXECUTORS = ("slurm", "local")
 DEFAULT = "slurm"
@@ -32,7 +32,7 @@ def chosen(*candidates: str | None) -> str:
 
 def scheduler_for(executor: str, layout: Layout) -> Scheduler:
     if executor == "local":
-        from blocktrain.launch.localscheduler import LocalScheduler
+        from blocktrain.launch.local.scheduler import LocalScheduler
 
         return LocalScheduler(layout)
     return SlurmScheduler()

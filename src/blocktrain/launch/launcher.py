@@ -2,13 +2,13 @@
 
 :func:`launch` takes a :class:`LaunchRequest` and returns a :class:`LaunchResult`. Nothing is
 created until the arguments and the profile are valid. Then, in order: a frozen copy of the
-code, one MLflow run per argument set (each named by :mod:`.runname`; several are nested under
-a parent run, :mod:`.sweepparent`), the run records, and one submission (a job array when
+code, one MLflow run per argument set (each named by :mod:`.sweeps.naming`; several are nested under
+a parent run, :mod:`.sweeps.parentrun`), the run records, and one submission (a job array when
 there are several sets). A failed submission removes what was created: MLflow runs, records,
 run and launch folders. Relaunches are :mod:`.relaunch`'s.
 
-Slurm is reached only through a :class:`~blocktrain.launch.submission.Scheduler`: the cluster's,
-or :class:`~blocktrain.launch.localscheduler.LocalScheduler` for ``executor`` ``local``. mlflow is
+Slurm is reached only through a :class:`~blocktrain.launch.slurm.submit.Scheduler`: the cluster's,
+or :class:`~blocktrain.launch.local.scheduler.LocalScheduler` for ``executor`` ``local``. mlflow is
 imported when the MLflow backend is opened and submitit when a job is submitted, so a dry run
 loads neither. Must not print, exit or parse command lines: that is :mod:`blocktrain.cli.launch`.
 """
@@ -23,15 +23,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from blocktrain.core.paths import LaunchFiles, Layout
+from blocktrain.core.paths import LaunchFiles, Layout, import_paths
 from blocktrain.core.redact import Redactor
 from blocktrain.core.values import JSON, to_jsonable
-from blocktrain.entry import resolve
-from blocktrain.launch import executors, image, mlflowruns, runname, sweepparent
-from blocktrain.launch.codecopy import freeze_code, import_paths
+from blocktrain.entry import load_entry, resolve
+from blocktrain.launch import executors
+from blocktrain.launch.codecopy import freeze_code
+from blocktrain.launch.containers import images
 from blocktrain.launch.entryname import entry_spec
 from blocktrain.launch.profile import Profile, as_dict, load_profile
-from blocktrain.launch.records import RunRecord, write_record
+from blocktrain.launch.records import tracking
+from blocktrain.launch.records.store import RunRecord, write_record
 from blocktrain.launch.relaunch import relaunch
 from blocktrain.launch.request import LaunchedRun, LaunchRequest, LaunchResult
 from blocktrain.launch.runjobs import (
@@ -43,10 +45,10 @@ from blocktrain.launch.runjobs import (
     record_jobs,
     submit_runs,
 )
-from blocktrain.launch.submission import Scheduler
-from blocktrain.launch.sweep import parse_best
-from blocktrain.launch.sweepsummary import SweepPlan, plan_sweep
-from blocktrain.launch.worker import load_entry
+from blocktrain.launch.slurm.submit import Scheduler
+from blocktrain.launch.sweeps import naming, parentrun
+from blocktrain.launch.sweeps.expand import parse_best
+from blocktrain.launch.sweeps.summary import SweepPlan, plan_sweep
 from blocktrain.track.backend import MlflowBackend, tracking_uri
 from blocktrain.track.gitstate import git_state
 
@@ -90,7 +92,7 @@ class Planned:
 def prepare(request: LaunchRequest, layout: Layout) -> Planned:
     """Import the entry function, resolve every argument set, load the profile, name the runs."""
     executors.checked(request.executor)
-    name = runname.checked(request.name)
+    name = naming.checked(request.name)
     best = parse_best(request.best) if request.best else None
     entry = entry_spec(request.entry, request.module, layout.root)
     with importable(import_paths(layout.root)):
@@ -111,8 +113,8 @@ def prepare(request: LaunchRequest, layout: Layout) -> Planned:
     function = entry.rpartition(":")[2]
     sweep = None
     if len(sets) > 1:
-        sweep = plan_sweep(runname.parent_name(function, sets, name), sets, resolved, best)
-    return Planned(prepared=prepared, names=runname.run_names(function, sets, name), sweep=sweep)
+        sweep = plan_sweep(naming.parent_name(function, sets, name), sets, resolved, best)
+    return Planned(prepared=prepared, names=naming.run_names(function, sets, name), sweep=sweep)
 
 
 @dataclass(slots=True)
@@ -125,7 +127,7 @@ class _Created:
 
     def remove(self, layout: Layout) -> None:
         if self.store is not None:
-            mlflowruns.delete_runs(self.store, self.run_ids)
+            tracking.delete_runs(self.store, self.run_ids)
         for run_id in self.run_ids:
             shutil.rmtree(layout.run(run_id).folder, ignore_errors=True)
         shutil.rmtree(self.files.folder, ignore_errors=True)
@@ -135,7 +137,7 @@ def submit_new(
     planned: Planned, layout: Layout, scheduler: Scheduler, environ: Mapping[str, str]
 ) -> LaunchResult:
     """Create the runs and submit them; on any failure, remove what was created."""
-    image.check_launch(planned.prepared.profile.container, layout.root, environ)
+    images.check_launch(planned.prepared.profile.container, layout.root, environ)
     launch_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
     created = _Created(layout.launch(launch_id))
     try:
@@ -167,8 +169,8 @@ def create_runs(
     experiment = environ.get("MLFLOW_EXPERIMENT_NAME") or layout.root.name
     redact = Redactor.from_environ(environ)
     sweep = planned.sweep
-    created.store = mlflowruns.backend(uri, layout.root)
-    parent_id, run_ids = mlflowruns.create_runs(
+    created.store = tracking.backend(uri, layout.root)
+    parent_id, run_ids = tracking.create_runs(
         created.store,
         experiment=experiment,
         names=planned.names,
@@ -204,28 +206,26 @@ def create_runs(
     for record in records:
         write_record(layout, record)
     if sweep is not None and parent_id is not None:
-        sweepparent.write_record(files, _sweep_record(sweep, parent_id, records, redact))
+        parentrun.write_record(files, _sweep_record(sweep, parent_id, records, redact))
     return records
 
 
-def _parent(sweep: SweepPlan | None, redact: Redactor) -> mlflowruns.Parent | None:
+def _parent(sweep: SweepPlan | None, redact: Redactor) -> tracking.Parent | None:
     if sweep is None:
         return None
-    return mlflowruns.Parent(
-        name=sweep.name, params={k: redact(v) for k, v in sweep.params.items()}
-    )
+    return tracking.Parent(name=sweep.name, params={k: redact(v) for k, v in sweep.params.items()})
 
 
 def _sweep_record(
     sweep: SweepPlan, parent_id: str, records: list[RunRecord], redact: Redactor
-) -> sweepparent.SweepRecord:
-    return sweepparent.SweepRecord(
+) -> parentrun.SweepRecord:
+    return parentrun.SweepRecord(
         parent_run_id=parent_id,
         name=sweep.name,
         tracking_uri=records[0].tracking_uri,
         swept=sweep.swept,
         children=[
-            sweepparent.SweepChild(
+            parentrun.SweepChild(
                 run_id=r.run_id,
                 name=r.name or r.run_id,
                 values={k: redact(v) for k, v in values.items()},
@@ -251,7 +251,7 @@ def launch_tags(prepared: Prepared, launch_id: str, files: LaunchFiles) -> dict[
 
 def image_tags(profile: Profile) -> dict[str, str]:
     """The runtime, the image and its digest, so a run names exactly the environment it ran in."""
-    return image.tags(profile.container)
+    return images.tags(profile.container)
 
 
 def profile_json(profile: Profile) -> dict[str, JSON]:

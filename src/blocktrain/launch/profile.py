@@ -1,7 +1,7 @@
 """Launch profiles: the Slurm resources and restart policy of a job, from ``slurm/<name>.yaml``.
 
 A profile with ``executor: local`` runs its jobs on this machine, without Slurm; one with a
-``container`` runs each task inside an image (:mod:`.container`).
+``container`` runs each task inside an image (:mod:`.containers.runtime`).
 
 Validation reuses the argument checker, so a typo names the valid keys and a wrong type says
 what was expected, with the file and line.
@@ -21,7 +21,7 @@ import yaml
 from blocktrain.entry.argfiles import ArgSet, load_arg_file
 from blocktrain.entry.argtypes import Mismatch, coerce
 from blocktrain.errors import BlocktrainError
-from blocktrain.launch.container import Container
+from blocktrain.launch.containers.runtime import Container
 
 Unlimited = Literal["unlimited"]
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")

@@ -14,17 +14,18 @@ import os
 from collections.abc import Callable, Generator
 from typing import Any
 
-from blocktrain.core.paths import Layout
-from blocktrain.entry import resolve
+from blocktrain.core.paths import Layout, import_paths
+from blocktrain.entry import load_entry, resolve
 from blocktrain.errors import BlocktrainError
-from blocktrain.launch import executors, image, mlflowruns, runname, sweepparent
-from blocktrain.launch.codecopy import import_paths
+from blocktrain.launch import executors
+from blocktrain.launch.containers import images
 from blocktrain.launch.profile import load_profile
-from blocktrain.launch.records import RunRecord, read_record
+from blocktrain.launch.records import tracking
+from blocktrain.launch.records.store import RunRecord, read_record
 from blocktrain.launch.request import LaunchRequest, LaunchResult
 from blocktrain.launch.runjobs import Prepared, dry_run, importable, record_jobs, submit_runs
-from blocktrain.launch.submission import Scheduler
-from blocktrain.launch.worker import load_entry
+from blocktrain.launch.slurm.submit import Scheduler
+from blocktrain.launch.sweeps import naming, parentrun
 
 
 def relaunch(
@@ -37,7 +38,7 @@ def relaunch(
     """
     executors.checked(request.executor)
     record = read_record(layout, run_id)
-    refuse_other_name(record, runname.checked(request.name))
+    refuse_other_name(record, naming.checked(request.name))
     was = executors.chosen(record.executor)
     refuse_if_queued(record, scheduler or executors.scheduler_for(was, layout))
     with importable(import_paths(layout.launch(record.launch_id).code)):
@@ -55,12 +56,12 @@ def relaunch(
             executor=executor,
         )
         return dry_run(prepared, layout)
-    image.check_launch(profile.container, layout.root, os.environ)
-    store = mlflowruns.backend(record.tracking_uri, layout.root)
-    attempts, _ = mlflowruns.last_attempt(store, record.run_id)
+    images.check_launch(profile.container, layout.root, os.environ)
+    store = tracking.backend(record.tracking_uri, layout.root)
+    attempts, _ = tracking.last_attempt(store, record.run_id)
     # Tags, unlike params, may change: the run names the image its next attempt runs in.
     if profile.container is not None:
-        store.log_batch(record.run_id, [], {}, image.tags(profile.container))
+        store.log_batch(record.run_id, [], {}, images.tags(profile.container))
     run = layout.run(record.run_id)
     run.finished_marker.unlink(missing_ok=True)
     run.stop_marker.unlink(missing_ok=True)
@@ -78,12 +79,12 @@ def parent_reopened(layout: Layout, record: RunRecord) -> Generator[None]:
     if record.parent_run_id is None:
         yield
         return
-    sweepparent.reopen(layout, record.launch_id)
+    parentrun.reopen(layout, record.launch_id)
     try:
         yield
     except BaseException:
         with contextlib.suppress(Exception):  # the submission's error is the one to show
-            sweepparent.settle(layout, record.launch_id)
+            parentrun.settle(layout, record.launch_id)
         raise
 
 

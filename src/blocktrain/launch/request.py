@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from blocktrain.launch import sweep
+from blocktrain.launch.sweeps import expand
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -34,7 +34,8 @@ class LaunchRequest:
     """Relaunch this run with its recorded arguments, instead of starting new runs."""
     name: str | None = None
     """The MLflow run name, instead of ``<entry>-<file stem>``; for several runs, the start of
-    each one's name (see :mod:`blocktrain.launch.runname`). A relaunch keeps the run's name."""
+    each one's name (see :mod:`blocktrain.launch.sweeps.naming`). A relaunch keeps the run's
+    name."""
     best: str | None = None
     """``METRIC:min`` or ``METRIC:max``: how a sweep's summary picks its best run, over the
     sweep file's ``best`` and the entry function's ``monitor``/``mode``."""
@@ -46,10 +47,10 @@ class LaunchRequest:
     """``slurm`` or ``local`` (this machine, without Slurm); by default the profile's, else a
     relaunched run's own, else ``slurm``."""
 
-    def argument_sets(self) -> list[sweep.ArgumentSet]:
+    def argument_sets(self) -> list[expand.ArgumentSet]:
         """The argument files and overrides of each run (not read yet)."""
-        overrides = sweep.dotted(self.overrides)
-        return sweep.argument_sets(self.base, self.args, self.sweep, overrides)
+        overrides = expand.dotted(self.overrides)
+        return expand.argument_sets(self.base, self.args, self.sweep, overrides)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

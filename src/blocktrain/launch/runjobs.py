@@ -1,5 +1,5 @@
 """The jobs (Slurm's, or local ones) of recorded runs: their batch plan and task specs, handed to a
-:class:`~blocktrain.launch.submission.Scheduler`, then added to the run records; and the batch
+:class:`~blocktrain.launch.slurm.submit.Scheduler`, then added to the run records; and the batch
 script a dry run shows instead.
 
 Shared by new launches (:mod:`.launcher`) and relaunches (:mod:`.relaunch`). Must not create
@@ -15,15 +15,15 @@ import time
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 
-from blocktrain.core.paths import LaunchFiles, Layout
+from blocktrain.core.paths import LaunchFiles, Layout, import_paths
 from blocktrain.core.values import JSON
-from blocktrain.launch import batch
-from blocktrain.launch.codecopy import import_paths, planned_import_paths
+from blocktrain.launch.codecopy import planned_import_paths
 from blocktrain.launch.profile import Profile, time_minutes
-from blocktrain.launch.records import JobEntry, RunRecord, update_record
+from blocktrain.launch.records.store import JobEntry, RunRecord, update_record
 from blocktrain.launch.request import LaunchedRun, LaunchResult
-from blocktrain.launch.spec import JobSpec
-from blocktrain.launch.submission import BatchJobs, Scheduler, Submitted
+from blocktrain.launch.slurm import batch
+from blocktrain.launch.slurm.submit import BatchJobs, Scheduler, Submitted
+from blocktrain.restart.jobspec import JobSpec
 
 DRY_RUN_ID = "DRY-RUN"
 """The launch id a dry run's batch script shows in its paths."""

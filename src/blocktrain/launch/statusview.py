@@ -12,7 +12,7 @@ Where a row's state comes from, first match wins:
 4. ``UNKNOWN``.
 
 A job run without Slurm (``--executor local``, job ids such as ``L7``) is not asked about in
-``squeue``/``sacct``: its supervisor's state file takes their place (see :mod:`.localstate`),
+``squeue``/``sacct``: its supervisor's state file takes their place (see :mod:`..local.jobstate`),
 except that once it has ended, the run's own status.json (FINISHED, KILLED, ...) comes first.
 """
 
@@ -26,9 +26,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import cast
 
-from blocktrain.launch.localstate import ACTIVE, is_local
-from blocktrain.launch.records import RunRecord
-from blocktrain.launch.slurmcmd import QueueEntry, expand_array_id
+from blocktrain.launch.local.jobstate import ACTIVE, is_local
+from blocktrain.launch.records.store import RunRecord
+from blocktrain.launch.slurm.commands import QueueEntry, expand_array_id
 
 TERMINAL = frozenset({"FINISHED", "FAILED", "KILLED"})
 """Final states of ``status.json``; SCHEDULED (requeued) and RUNNING are not."""

@@ -27,7 +27,7 @@ from types import ModuleType
 import pytest
 from built_image import BuiltImage
 
-from blocktrain.launch.image import digest
+from blocktrain.launch.containers.images import digest
 from slurm_service import SlurmCluster
 
 pytestmark = pytest.mark.integration

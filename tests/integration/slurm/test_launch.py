@@ -16,7 +16,7 @@ from launch_project import LaunchProject
 
 from blocktrain.core.paths import Layout
 from blocktrain.launch.launcher import DRY_RUN_ID
-from blocktrain.launch.records import read_record
+from blocktrain.launch.records.store import read_record
 from slurm_service import SlurmCluster
 
 pytestmark = pytest.mark.integration

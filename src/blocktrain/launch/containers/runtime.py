@@ -9,8 +9,8 @@ local job's tasks). GPUs are passed through as each runtime does it: ``--nv`` fo
 CDI's ``nvidia.com/gpu=all`` for Podman, and nothing at run time for Charliecloud, whose
 images get the host's driver libraries once with ``ch-fromhost --nvidia``.
 
-Must not run a runtime, look at files or read the environment: :mod:`.image` checks that the
-runtime and the image exist and takes the image's digest; :mod:`.batch` places the words.
+Must not run a runtime, look at files or read the environment: :mod:`.images` checks that the
+runtime and the image exist and takes the image's digest; :mod:`..slurm.batch` places the words.
 """
 
 from __future__ import annotations

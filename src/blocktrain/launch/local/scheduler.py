@@ -1,8 +1,8 @@
-"""The :class:`~blocktrain.launch.submission.Scheduler` of jobs without Slurm.
+"""The :class:`~blocktrain.launch.slurm.submit.Scheduler` of jobs without Slurm.
 
 Submitting gives the job a number (``L7``) from the project's counter, writes its state file
-(:class:`~blocktrain.launch.localstate.LocalJob`) and starts its supervisor
-(:mod:`.localjob`). The queue is the state files (:mod:`.localqueue`).
+(:class:`~blocktrain.launch.local.jobstate.LocalJob`) and starts its supervisor
+(:mod:`.supervisor`). The queue is the state files (:mod:`.queries`).
 """
 
 from __future__ import annotations
@@ -18,12 +18,12 @@ from blocktrain.core.files import locked
 from blocktrain.core.paths import Layout
 from blocktrain.core.values import JSON, to_jsonable
 from blocktrain.errors import BlocktrainError
-from blocktrain.launch import localjob, localqueue, localstate
-from blocktrain.launch.localstate import Element, LocalJob, LocalPlan
+from blocktrain.launch.local import jobstate, queries, supervisor
+from blocktrain.launch.local.jobstate import Element, LocalJob, LocalPlan
 from blocktrain.launch.profile import time_minutes
-from blocktrain.launch.slurmcmd import QueueEntry
-from blocktrain.launch.spec import JobSpec
-from blocktrain.launch.submission import BatchJobs, Submitted
+from blocktrain.launch.slurm.commands import QueueEntry
+from blocktrain.launch.slurm.submit import BatchJobs, Submitted
+from blocktrain.restart.jobspec import JobSpec
 
 EXECUTOR = "local"
 
@@ -35,16 +35,16 @@ class LocalScheduler:
         self.layout = layout
 
     def submit(self, jobs: BatchJobs) -> list[Submitted]:
-        job_id = localstate.job_id(next_number(self.layout))
+        job_id = jobstate.job_id(next_number(self.layout))
         job = LocalJob(
             plan=local_plan(jobs, job_id),
             elements=[Element() for _ in jobs.specs],
             submitted=time.time(),
         )
-        localjob.write_job(self.layout, job)
+        supervisor.write_job(self.layout, job)
         log = Path(job.plan.output) / f"{job_id}_supervisor.log"
         try:
-            localjob.start_supervisor(self.layout, job_id, jobs.host_python, log)
+            supervisor.start_supervisor(self.layout, job_id, jobs.host_python, log)
         except RuntimeError as exc:
             self.layout.local_job(job_id).unlink(missing_ok=True)
             raise BlocktrainError(str(exc)) from None
@@ -54,7 +54,7 @@ class LocalScheduler:
         ]
 
     def queued(self, job_ids: Sequence[str]) -> list[QueueEntry]:
-        return localqueue.queued(self.layout, job_ids)
+        return queries.queued(self.layout, job_ids)
 
 
 def next_number(layout: Layout) -> int:

@@ -2,9 +2,10 @@
 
 The ``#SBATCH`` header and the ``srun`` line are submitit's (its executor writes the script it
 submits; :func:`render` writes the same text for ``--dry-run``); blocktrain adds the container
-wrapping of each task (rendered by :mod:`.container`), the environment, and the teardown that
-requeues the job when its tasks asked for it. The teardown runs in the batch shell, outside any
-container, because it needs Slurm's commands.
+wrapping of each task (rendered by :mod:`..containers.runtime`), the environment, and the
+teardown that requeues the job when its tasks asked for it
+(:func:`blocktrain.restart.requeue.teardown_lines`). The teardown runs in the batch shell,
+outside any container, because it needs Slurm's commands.
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
 
-from blocktrain.launch import container
+from blocktrain.launch.containers import runtime
 from blocktrain.launch.profile import Profile, time_minutes
+from blocktrain.restart import requeue
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -39,7 +41,7 @@ def task_python(
     """
     if profile.container is None:
         return shlex.quote(host_python)
-    words = container.command(
+    words = runtime.command(
         profile.container,
         project_root=str(project_root),
         data=data,
@@ -62,22 +64,6 @@ def setup_lines(
     return [*lines, f'export PYTHONPATH={shlex.quote(joined)}"${{PYTHONPATH:+:$PYTHONPATH}}"']
 
 
-def teardown_lines(requeue_dir: Path) -> list[str]:
-    """Shell lines after ``srun``: requeue this job (or array element) when rank 0 asked to."""
-    marker_dir = shlex.quote(str(requeue_dir))
-    return [
-        "blocktrain_status=$?",
-        'blocktrain_key="${SLURM_ARRAY_JOB_ID:+${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}}"',
-        'blocktrain_key="${blocktrain_key:-$SLURM_JOB_ID}"',
-        f'if [ -e {marker_dir}/"$blocktrain_key" ]; then',
-        f'    rm -f {marker_dir}/"$blocktrain_key"',
-        '    echo "blocktrain: requeueing $blocktrain_key"',
-        '    scontrol requeue "$blocktrain_key"',
-        "fi",
-        'exit "$blocktrain_status"',
-    ]
-
-
 def plan(
     profile: Profile,
     *,
@@ -95,7 +81,7 @@ def plan(
     process's environment names (a job inherits the environment it is submitted from).
     """
     if data is None:
-        data = container.data_dirs(os.environ, str(Path.home()))
+        data = runtime.data_dirs(os.environ, str(Path.home()))
     parameters: dict[str, object] = {
         "job_name": job_name,
         "nodes": profile.nodes,
@@ -104,7 +90,7 @@ def plan(
         "time": time_minutes(profile.time),
         "signal_delay_s": profile.signal_lead_s,
         "setup": setup_lines(code_paths, profile.env),
-        "teardown": teardown_lines(requeue_dir),
+        "teardown": requeue.teardown_lines(requeue_dir),
         "wckey": None,  # submitit would tag every job "submitit"
         # The signal goes to the tasks (not the batch shell), which checkpoint and ask for a
         # requeue; --requeue lets Slurm requeue the job after a preemption or a node failure.

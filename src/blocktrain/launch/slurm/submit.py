@@ -3,7 +3,7 @@
 :class:`Scheduler` is what the launcher asks of Slurm: submit a launch's tasks, and say which
 jobs are still queued. :class:`SlurmScheduler` is the real one; submitit is imported only when
 it submits. Jobs without Slurm have their own scheduler,
-:class:`~blocktrain.launch.localscheduler.LocalScheduler`.
+:class:`~blocktrain.launch.local.scheduler.LocalScheduler`.
 """
 
 from __future__ import annotations
@@ -18,12 +18,12 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Protocol
 
 from blocktrain.errors import BlocktrainError
-from blocktrain.launch import finalize, slurmcmd
-from blocktrain.launch.batch import BatchPlan
 from blocktrain.launch.profile import Profile
-from blocktrain.launch.slurmcmd import QueueEntry
-from blocktrain.launch.spec import JobSpec
-from blocktrain.launch.worker import Worker
+from blocktrain.launch.slurm import commands, finalize
+from blocktrain.launch.slurm.batch import BatchPlan
+from blocktrain.launch.slurm.commands import QueueEntry
+from blocktrain.restart.jobspec import JobSpec
+from blocktrain.restart.worker import Worker
 
 if TYPE_CHECKING:
     from submitit import SlurmExecutor
@@ -79,12 +79,12 @@ class SlurmScheduler:
             )  # fmt: skip
         except BaseException:
             # Without its watcher a job could die unrecorded: take the job back too.
-            slurmcmd.run(["scancel", *sorted({j.split("_", 1)[0] for j in job_ids})])
+            commands.run(["scancel", *sorted({j.split("_", 1)[0] for j in job_ids})])
             raise
         return [Submitted(job_id=job_id, watcher_id=watcher) for job_id in job_ids]
 
     def queued(self, job_ids: Sequence[str]) -> list[QueueEntry]:
-        return slurmcmd.squeue(job_ids)
+        return commands.squeue(job_ids)
 
 
 def submit(plan: BatchPlan, workers: Sequence[Worker]) -> list[str]:
@@ -148,7 +148,7 @@ def _stderr_captured() -> Generator[_Captured]:
 def _submit_all(executor: SlurmExecutor, workers: Sequence[Worker]) -> list[str]:
     if len(workers) == 1:
         return [_job_id(executor.submit(workers[0]))]
-    size = max(1, slurmcmd.max_array_size() - 1)
+    size = max(1, commands.max_array_size() - 1)
     job_ids: list[str] = []
     for start in range(0, len(workers), size):
         with executor.batch():

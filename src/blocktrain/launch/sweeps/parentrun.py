@@ -1,17 +1,17 @@
 """A sweep's parent run on disk and in MLflow: its record, and its closing with the summary.
 
 The launcher writes ``sweep.json`` in the launch folder beside the parent run it created (see
-:mod:`.mlflowruns`). The parent stays RUNNING until every run of the sweep has ended; then
+:mod:`..records.tracking`). The parent stays RUNNING until every run of the sweep has ended; then
 :func:`settle` uploads ``sweep_summary.csv`` and ``sweep_summary.json`` to it, tags it with the
 best run (``blocktrain.best_run_id``, ``blocktrain.best_run_name``) and ends it FINISHED, or
-FAILED when a run failed. The finalizer (:mod:`.finalize`) calls it whenever it has looked at
+FAILED when a run failed. The finalizer (:mod:`..slurm.finalize`) calls it whenever it has looked at
 runs of the sweep: on Slurm, the watcher job once the whole array has left the queue; without
 Slurm, the supervisor as each element ends. It holds the sweep's lock, reads every run from
 MLflow and writes the same result for the same runs, so any number of calls, in any order,
 leave one summary of the latest state. A relaunched run of the sweep makes the parent RUNNING
 again (:func:`reopen`) until its job ends too.
 
-Must not decide anything: what the summary holds is :mod:`.sweepsummary`'s.
+Must not decide anything: what the summary holds is :mod:`.summary`'s.
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ from typing import Literal, cast
 
 from blocktrain.core.files import locked, write_text_atomic
 from blocktrain.core.paths import LaunchFiles, Layout
-from blocktrain.launch import mlflowruns
-from blocktrain.launch.sweep import Best
-from blocktrain.launch.sweepsummary import (
+from blocktrain.launch.records import tracking
+from blocktrain.launch.sweeps.expand import Best
+from blocktrain.launch.sweeps.summary import (
     ChildResult,
     Summary,
     best_tags,
@@ -96,7 +96,7 @@ def settle(layout: Layout, launch_id: str) -> str | None:
         record = read_record(files)
         if record is None:
             return None
-        store = mlflowruns.backend(record.tracking_uri, layout.root)
+        store = tracking.backend(record.tracking_uri, layout.root)
         runs = [store.get_run(child.run_id) for child in record.children]
         status = parent_status([str(run.info.status) for run in runs])
         if status is None:
@@ -143,5 +143,5 @@ def reopen(layout: Layout, launch_id: str) -> None:
     """A run of the sweep was relaunched: its parent is RUNNING again until that run ends."""
     record = read_record(layout.launch(launch_id))
     if record is not None:
-        store = mlflowruns.backend(record.tracking_uri, layout.root)
+        store = tracking.backend(record.tracking_uri, layout.root)
         store.set_status(record.parent_run_id, "RUNNING", None)

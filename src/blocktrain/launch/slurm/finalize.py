@@ -6,9 +6,9 @@ not). It marks every run still RUNNING or SCHEDULED as FAILED, or KILLED when Sl
 the job, completes its last attempt's row with Slurm's word for the ending (``attempts.csv``,
 see :mod:`blocktrain.track.attempts`), and sends the Slack message the dead process could not.
 Then, for runs of a sweep, it closes the sweep's parent run once every run has ended
-(:func:`blocktrain.launch.sweepparent.settle`).
+(:func:`blocktrain.launch.sweeps.parentrun.settle`).
 
-    python -m blocktrain.launch.finalize PROJECT_ROOT RUN_ID [RUN_ID ...]
+    python -m blocktrain.launch.slurm.finalize PROJECT_ROOT RUN_ID [RUN_ID ...]
 """
 
 from __future__ import annotations
@@ -22,8 +22,10 @@ from pathlib import Path
 
 from blocktrain.core.paths import Layout
 from blocktrain.core.redact import Redactor
-from blocktrain.launch import mlflowruns, slurmcmd, sweepparent
-from blocktrain.launch.records import RunRecord, read_record
+from blocktrain.launch.records import tracking
+from blocktrain.launch.records.store import RunRecord, read_record
+from blocktrain.launch.slurm import commands
+from blocktrain.launch.sweeps import parentrun
 from blocktrain.track import attempthistory
 from blocktrain.track.attempts import slurm_cause
 from blocktrain.track.backend import MlflowBackend
@@ -39,13 +41,13 @@ def final_status(slurm_state: str) -> str:
 
 def watcher_command(python: str, root: Path, run_ids: Sequence[str]) -> list[str]:
     """The command of the watcher job."""
-    return [python, "-m", "blocktrain.launch.finalize", str(root), *run_ids]
+    return [python, "-m", "blocktrain.launch.slurm.finalize", str(root), *run_ids]
 
 
 def sbatch_watcher(job_id: str, python: str, root: Path, run_ids: Sequence[str], log: Path) -> str:
     """Submit the watcher for ``job_id`` (a whole array when it is one); returns its job id."""
     base_job = job_id.split("_", 1)[0]
-    out = slurmcmd.run([
+    out = commands.run([
         "sbatch", "--parsable", f"--job-name={WATCHER_NAME}", f"--dependency=afterany:{base_job}",
         "--kill-on-invalid-dep=yes", "--ntasks=1", "--cpus-per-task=1", "--mem=512M", "--time=10",
         f"--output={log}", "--wrap", shlex.join(watcher_command(python, root, run_ids)),
@@ -69,7 +71,7 @@ def finalize(
         record = read_record(layout, run_id)
         if record.parent_run_id is not None:
             sweeps[record.launch_id] = None
-        store = mlflowruns.backend(record.tracking_uri, layout.root)
+        store = tracking.backend(record.tracking_uri, layout.root)
         status = str(store.get_run(run_id).info.status)
         if status not in _OPEN:
             continue
@@ -80,7 +82,7 @@ def finalize(
         _best_effort(_close_attempt, layout, store, record, state)
         _notify(record, state, new_status)
     for launch_id in sweeps:
-        _best_effort(sweepparent.settle, layout, launch_id)
+        _best_effort(parentrun.settle, layout, launch_id)
     return closed
 
 
@@ -104,8 +106,8 @@ def _slurm_state(record: RunRecord) -> str:
     if job is None:
         return "UNKNOWN"
     try:
-        out = slurmcmd.run(["sacct", "-X", "-P", "-n", "-o", "JobID,State", "-j", job.job_id])
-    except slurmcmd.SlurmError:
+        out = commands.run(["sacct", "-X", "-P", "-n", "-o", "JobID,State", "-j", job.job_id])
+    except commands.SlurmError:
         return "UNKNOWN"
     for line in out.splitlines():
         got_id, _, state = line.partition("|")
@@ -129,7 +131,9 @@ def _notify(record: RunRecord, state: str, status: str) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if len(args) < 2:
-        sys.stderr.write("usage: python -m blocktrain.launch.finalize PROJECT_ROOT RUN_ID [...]\n")
+        sys.stderr.write(
+            "usage: python -m blocktrain.launch.slurm.finalize PROJECT_ROOT RUN_ID [...]\n"
+        )
         return 2
     for run_id, status in finalize(Layout(Path(args[0])), args[1:]):
         sys.stdout.write(f"run {run_id}: marked {status}\n")

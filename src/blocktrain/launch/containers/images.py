@@ -10,7 +10,7 @@ so they are computed again only when the image changed.
 
 The image builder (``make training-image``) takes the digest through :func:`digest` too, which
 fills the cache before the first launch. Must not render command lines: that is
-:mod:`.container`.
+:mod:`.runtime`.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from pathlib import Path, PurePosixPath
 
 from blocktrain.core.files import write_text_atomic
 from blocktrain.errors import BlocktrainError
-from blocktrain.launch.container import Container, Runtime, data_dirs, task_binds
+from blocktrain.launch.containers.runtime import Container, Runtime, data_dirs, task_binds
 
 _CHUNK = 1 << 20
 _SHARED_TMP = PurePosixPath("/tmp")  # noqa: S108 - ch-run mounts the host's /tmp there

@@ -12,16 +12,16 @@ import time
 from collections.abc import Sequence
 
 from blocktrain.core.paths import Layout
-from blocktrain.launch import localjob, localstate
-from blocktrain.launch.localstate import LocalJob
-from blocktrain.launch.slurmcmd import QueueEntry
+from blocktrain.launch.local import jobstate, supervisor
+from blocktrain.launch.local.jobstate import LocalJob
+from blocktrain.launch.slurm.commands import QueueEntry
 
 CANCEL_WAIT_S = 60.0
 
 
 def queued(layout: Layout, job_ids: Sequence[str]) -> list[QueueEntry]:
     """The elements of these jobs still queued or running, as ``squeue`` lists them."""
-    return [e for e in entries(layout, job_ids) if e.state in localstate.ACTIVE]
+    return [e for e in entries(layout, job_ids) if e.state in jobstate.ACTIVE]
 
 
 def read_jobs(layout: Layout, job_ids: Sequence[str]) -> dict[str, LocalJob]:
@@ -29,7 +29,7 @@ def read_jobs(layout: Layout, job_ids: Sequence[str]) -> dict[str, LocalJob]:
     jobs: dict[str, LocalJob] = {}
     for base in {job_id.split("_", 1)[0] for job_id in job_ids}:
         try:
-            jobs[base] = localjob.read_job(layout, base)
+            jobs[base] = supervisor.read_job(layout, base)
         except (OSError, ValueError, TypeError, KeyError):
             continue
     return jobs
@@ -40,9 +40,9 @@ def entries(layout: Layout, job_ids: Sequence[str]) -> list[QueueEntry]:
     now = time.time()
     found: list[QueueEntry] = []
     for job in read_jobs(layout, job_ids).values():
-        supervised = localjob.alive(job.supervisor_pid)
+        supervised = supervisor.alive(job.supervisor_pid)
         found += [
-            localstate.queue_entry(job, i, now, supervised=supervised)
+            jobstate.queue_entry(job, i, now, supervised=supervised)
             for i in range(len(job.elements))
         ]
     return found
@@ -51,12 +51,12 @@ def entries(layout: Layout, job_ids: Sequence[str]) -> list[QueueEntry]:
 def signal_tasks(layout: Layout, job_id: str, signal_name: str) -> bool:
     """Send a signal to the tasks of a running element; False when none runs."""
     job = read_jobs(layout, [job_id]).get(job_id.split("_", 1)[0])
-    if job is None or not localjob.alive(job.supervisor_pid):
+    if job is None or not supervisor.alive(job.supervisor_pid):
         return False
-    element = job.elements[localstate.element_index(job_id)]
+    element = job.elements[jobstate.element_index(job_id)]
     if element.state != "RUNNING" or not element.pids:
         return False
-    localjob.signal_pids(element.pids, signal_name)
+    supervisor.signal_pids(element.pids, signal_name)
     return True
 
 
@@ -71,7 +71,7 @@ def cancel(layout: Layout, job_id: str, wait_s: float = CANCEL_WAIT_S) -> str | 
         entry = next((e for e in entries(layout, [job_id]) if e.job_id == job_id), None)
         if entry is None:
             break
-        if entry.state not in localstate.ACTIVE:
+        if entry.state not in jobstate.ACTIVE:
             path.unlink(missing_ok=True)
             return entry.state
         time.sleep(0.2)

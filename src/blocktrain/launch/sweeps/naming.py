@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 
 from blocktrain.core.values import JSON
 from blocktrain.errors import ArgsError
-from blocktrain.launch.sweep import ArgumentSet
+from blocktrain.launch.sweeps.expand import ArgumentSet
 
 MAX_LENGTH = 250
 """MLflow's limit on a run name."""

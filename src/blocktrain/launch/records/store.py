@@ -42,11 +42,11 @@ class RunRecord:
     tracking_uri: str
     experiment: str
     name: str | None = None
-    """The MLflow run name (see :mod:`.runname`); None in records of older launches."""
+    """The MLflow run name (see :mod:`..sweeps.naming`); None in records of older launches."""
     sweep_id: str | None = None
     array_index: int | None = None
     parent_run_id: str | None = None
-    """The sweep's parent run, for a run of a launch of several (see :mod:`.sweepparent`)."""
+    """The sweep's parent run, for a run of a launch of several (see :mod:`..sweeps.parentrun`)."""
     jobs: list[JobEntry] = field(default_factory=list[JobEntry])
 
     @property

@@ -10,41 +10,24 @@ within the crash budget, unless the crash repeats the previous attempt's before 
 from __future__ import annotations
 
 import contextlib
-import importlib
 import os
 import socket
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from blocktrain.core.files import write_text_atomic
-from blocktrain.core.paths import RunFiles
-from blocktrain.entry import validate
+from blocktrain.core.paths import RunFiles, import_paths
+from blocktrain.entry import load_entry, validate
 from blocktrain.entry.argfiles import ArgSet
 from blocktrain.errors import BlocktrainError, RequeueRequested, StopRequested
-from blocktrain.launch.codecopy import import_paths
-from blocktrain.launch.spec import JobSpec
+from blocktrain.restart import requeue
+from blocktrain.restart.jobspec import JobSpec
 
 if TYPE_CHECKING:
     from blocktrain.restart import RestartConfig
-
-
-def load_entry(entry: str) -> Callable[..., Any]:
-    """``package.module:function`` to the function."""
-    module_name, _, name = entry.partition(":")
-    if not module_name or not name:
-        raise BlocktrainError(f"entry {entry!r} must look like package.module:function")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise BlocktrainError(f"cannot import {module_name!r} for entry {entry!r}: {exc}") from None
-    func = getattr(module, name, None)
-    if not callable(func):
-        raise BlocktrainError(f"{module_name} has no function {name!r}")
-    return func
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +54,7 @@ class Worker:
         if context.is_rank_zero:
             # A marker left by an attempt that Slurm itself requeued (scontrol requeue,
             # preemption) must not requeue this one when it ends.
-            (config.marker_dir / config.job_key).unlink(missing_ok=True)
+            requeue.marker(config.marker_dir, config.job_key).unlink(missing_ok=True)
         if context.world_size > 1 and "MASTER_PORT" not in os.environ:
             key = f"{config.job_key}-{context.restart_count}"
             os.environ["MASTER_PORT"] = str(agree_port(run.rendezvous, key, context.rank))

@@ -12,7 +12,7 @@ teardown does. This module holds what it decides, as pure functions of plain dat
 - :func:`deadlines` and :func:`startable`, when to signal and whom to start;
 - :func:`queue_entry`, an element in ``squeue``'s shape.
 
-Must not start, signal or wait for processes, or read files: that is :mod:`.localjob`.
+Must not start, signal or wait for processes, or read files: that is :mod:`.supervisor`.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import cast
 
 from blocktrain.core.values import JSON
-from blocktrain.launch.slurmcmd import QueueEntry
+from blocktrain.launch.slurm.commands import QueueEntry
 
 PREFIX = "L"
 """Local job ids are ``L7`` (``L7_3`` for element 3), never mistaken for a Slurm job id."""
@@ -43,7 +43,7 @@ class LocalPlan:
     """``L7``; its elements are ``L7_0``, ``L7_1``, ... when ``array``."""
     array: bool
     specs: list[dict[str, JSON]]
-    """One :class:`~blocktrain.launch.spec.JobSpec` (as a dict) per element."""
+    """One :class:`~blocktrain.restart.jobspec.JobSpec` (as a dict) per element."""
     job_name: str
     tasks: int
     """Processes per element (the profile's world size; all on this machine)."""

@@ -1,21 +1,21 @@
 """The processes of jobs without Slurm: the supervisor that plays ``sbatch`` + ``srun``, its tasks.
 
-    python -m blocktrain.launch.localjob PROJECT_ROOT JOB_ID              # the supervisor
-    python -m blocktrain.launch.localjob task PROJECT_ROOT JOB_ID INDEX   # one task
+    python -m blocktrain.launch.local.supervisor PROJECT_ROOT JOB_ID              # the supervisor
+    python -m blocktrain.launch.local.supervisor task PROJECT_ROOT JOB_ID INDEX   # one task
 
 The supervisor runs in its own session, started by
-:class:`~blocktrain.launch.localscheduler.LocalScheduler`. It starts the tasks of each element
+:class:`~blocktrain.launch.local.scheduler.LocalScheduler`. It starts the tasks of each element
 (one after another, or ``parallel`` at a time), each with the variables of
-:func:`~blocktrain.launch.localstate.task_env`, so that the unchanged
-:class:`~blocktrain.launch.worker.Worker`, restart protocol and process group run as under
+:func:`~blocktrain.launch.local.jobstate.task_env`, so that the unchanged
+:class:`~blocktrain.restart.worker.Worker`, restart protocol and process group run as under
 Slurm. It sends the profile's signal ``signal_lead_s`` before the time limit and kills the tasks
 at the limit; it passes its own SIGTERM on to the tasks as a preemption; it ends an element
 whose cancel file appears. When the tasks of an element have exited it does what
-:func:`~blocktrain.launch.localstate.outcome` says: start them again with
+:func:`~blocktrain.launch.local.jobstate.outcome` says: start them again with
 ``SLURM_RESTART_COUNT`` + 1 when they left a requeue marker, else record the final state and,
 like the watcher job of a Slurm launch, close the run if no process could.
 
-Every decision is :mod:`.localstate`'s; this module starts, signals and waits for processes
+Every decision is :mod:`.jobstate`'s; this module starts, signals and waits for processes
 and writes the job's state file.
 """
 
@@ -36,8 +36,9 @@ from types import FrameType
 from blocktrain.core.files import write_text_atomic
 from blocktrain.core.paths import Layout
 from blocktrain.distributed import free_port
-from blocktrain.launch import localstate
-from blocktrain.launch.localstate import LocalJob, LocalPlan
+from blocktrain.launch.local import jobstate
+from blocktrain.launch.local.jobstate import LocalJob, LocalPlan
+from blocktrain.restart import requeue
 
 POLL_S = 0.2
 KILL_GRACE_S = 30.0
@@ -83,7 +84,7 @@ def start_supervisor(layout: Layout, job_id: str, python: str, log: Path) -> int
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("ab") as out:
         process = subprocess.Popen(
-            [python, "-m", "blocktrain.launch.localjob", str(layout.root), job_id],
+            [python, "-m", "blocktrain.launch.local.supervisor", str(layout.root), job_id],
             stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
             cwd=layout.root, start_new_session=True,
         )  # fmt: skip
@@ -165,7 +166,7 @@ class Supervisor:
         for index, element in enumerate(self.job.elements):
             if element.state == "PENDING" and self._withdrawn(index):
                 self.finish(index, "CANCELLED", 0, now)  # as scancel of a pending job
-        for index in localstate.startable(self.job.elements, self.plan.parallel):
+        for index in jobstate.startable(self.job.elements, self.plan.parallel):
             self.start(index, now)
         for index, attempt in list(self.attempts.items()):
             self.watch(index, attempt, now)
@@ -196,7 +197,7 @@ class Supervisor:
                      for rank in range(self.plan.tasks)]  # fmt: skip
         element.state, element.started, element.ended = "RUNNING", now, None
         element.pids = [p.pid for p in processes]
-        signal_at, kill_at = localstate.deadlines(now, self.plan.time_limit_s, self.plan.lead_s)
+        signal_at, kill_at = jobstate.deadlines(now, self.plan.time_limit_s, self.plan.lead_s)
         self.attempts[index] = _Attempt(processes, signal_at, kill_at)
         self.say(f"{self.job.key(index)}: started {len(processes)} task(s), "
                  f"restart count {element.restart_count}")  # fmt: skip
@@ -204,12 +205,12 @@ class Supervisor:
 
     def _spawn(self, index: int, rank: int, restarts: int, port: int) -> subprocess.Popen[bytes]:
         plan = self.plan
-        own = localstate.task_env(plan, index, rank, restarts, port)
-        env = localstate.merged_env(os.environ, own, plan.code_paths)
+        own = jobstate.task_env(plan, index, rank, restarts, port)
+        env = jobstate.merged_env(os.environ, own, plan.code_paths)
         output = Path(plan.output)
         output.mkdir(parents=True, exist_ok=True)
         stem = f"{self.job.key(index)}_{rank}_log"  # submitit's names, as srun writes them
-        command = [*plan.python, "-u", "-m", "blocktrain.launch.localjob", "task",
+        command = [*plan.python, "-u", "-m", "blocktrain.launch.local.supervisor", "task",
                    plan.project_root, plan.job_id, str(index)]  # fmt: skip
         with (output / f"{stem}.out").open("ab") as out, (output / f"{stem}.err").open("ab") as err:
             return subprocess.Popen(
@@ -244,16 +245,14 @@ class Supervisor:
     def end_attempt(self, index: int, attempt: _Attempt, codes: list[int], now: float) -> None:
         del self.attempts[index]
         key = self.job.key(index)
-        marker = Path(self.plan.requeue_dir) / key
-        asked = marker.exists()
-        marker.unlink(missing_ok=True)
-        result = localstate.outcome(
+        asked = requeue.requeue_asked(Path(self.plan.requeue_dir), key)
+        result = jobstate.outcome(
             codes, requeue_asked=asked, cancelled=attempt.cancelled, timed_out=attempt.timed_out
         )
         element = self.job.elements[index]
         element.pids = []
-        if result != localstate.REQUEUE:
-            self.finish(index, result, localstate.exit_code(codes), now)
+        if result != jobstate.REQUEUE:
+            self.finish(index, result, jobstate.exit_code(codes), now)
             return
         self.say(f"requeueing {key}")
         element.restart_count += 1
@@ -273,7 +272,7 @@ class Supervisor:
 
     def _close_run(self, run_id: str, state: str) -> None:
         """As the watcher job does: a run its tasks left open ends FAILED, or KILLED."""
-        from blocktrain.launch import finalize
+        from blocktrain.launch.slurm import finalize
 
         try:
             for closed, status in finalize.finalize(self.layout, [run_id], lambda _: state):
@@ -287,16 +286,16 @@ class Supervisor:
         for attempt in self.attempts.values():
             signal_pids(attempt.alive_pids(), "KILL")
         for element in self.job.elements:
-            if element.state not in localstate.FINAL:
+            if element.state not in jobstate.FINAL:
                 element.state, element.ended, element.pids = "FAILED", now, []
         with contextlib.suppress(OSError):
             self.save()
 
 
 def run_task(layout: Layout, job_id: str, index: int) -> int:
-    """One task: the element's :class:`~blocktrain.launch.worker.Worker`, as under ``srun``."""
-    from blocktrain.launch.spec import JobSpec
-    from blocktrain.launch.worker import Worker
+    """One task: the element's :class:`~blocktrain.restart.worker.Worker`, as under ``srun``."""
+    from blocktrain.restart.jobspec import JobSpec
+    from blocktrain.restart.worker import Worker
 
     spec = read_job(layout, job_id).plan.specs[index]
     Worker(JobSpec(**spec))()  # pyright: ignore[reportArgumentType]
@@ -309,8 +308,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_task(Layout(Path(args[1])), args[2], int(args[3]))
     if len(args) != 2:
         sys.stderr.write(
-            "usage: python -m blocktrain.launch.localjob PROJECT_ROOT JOB_ID\n"
-            "       python -m blocktrain.launch.localjob task PROJECT_ROOT JOB_ID INDEX\n"
+            "usage: python -m blocktrain.launch.local.supervisor PROJECT_ROOT JOB_ID\n"
+            "       python -m blocktrain.launch.local.supervisor task PROJECT_ROOT JOB_ID INDEX\n"
         )
         return 2
     layout = Layout(Path(args[0]))

@@ -8,7 +8,7 @@ file's ``best``, else the entry function's own ``monitor``/``mode`` arguments (a
 :class:`~blocktrain.train.config.TrainConfig` has them) when every run monitors the same
 metric; without any of them there is no best run.
 
-Pure functions; :mod:`.sweepparent` reads the runs and writes the results.
+Pure functions; :mod:`.parentrun` reads the runs and writes the results.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from blocktrain.core.values import JSON, flatten
-from blocktrain.launch.sweep import ArgumentSet, Best
+from blocktrain.launch.sweeps.expand import ArgumentSet, Best
 from blocktrain.track import param_strings
 
 SYSTEM_PREFIX = "system/"

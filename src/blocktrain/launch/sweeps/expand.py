@@ -10,7 +10,7 @@ A sweep file lists argument sets for an ablation study; they become one Slurm jo
       lr: [0.1, 0.01]
     best: {metric: val_loss, mode: min}   # how the sweep's summary picks its best run
 
-Each element knows what names its run (:mod:`.runname`): the stem of its own ``--args`` file,
+Each element knows what names its run (:mod:`.naming`): the stem of its own ``--args`` file,
 or of the sweep file, and the values it sets itself.
 """
 

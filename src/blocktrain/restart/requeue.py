@@ -1,0 +1,116 @@
+"""The requeue contract between a task and whatever requeues its job, written once.
+
+A task that wants another attempt spends one unit of its cause's budget in the run's
+``restarts.json``, notes the request with its Slurm restart count in ``requeue-requests.json``,
+and leaves a marker, ``<BLOCKTRAIN_REQUEUE_DIR>/<job key>`` holding ``{"cause": ...}``. The
+job key is ``<array job>_<array task>`` for an array element, else the job id
+(:attr:`RestartConfig.job_key`). The marker has two readers, both here: the batch script's
+teardown (:func:`teardown_lines`, bash, outside any container: it turns the marker into
+``scontrol requeue``) and the local supervisor (:func:`requeue_asked`, for ``--executor
+local``). Each reader removes the marker it acts on; a worker removes a stale one as its
+attempt starts.
+
+A node failure leaves no process to ask for anything: Slurm requeues the job itself (NODE_FAIL).
+So when an attempt starts, rank 0 counts each earlier attempt of the job that asked for no
+requeue as a ``node_failure`` (:func:`account_node_failures`); there is no budget for it.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from collections.abc import Mapping
+from pathlib import Path
+
+from blocktrain.core.files import write_text_atomic
+from blocktrain.core.paths import RunFiles
+from blocktrain.restart.config import RestartConfig
+
+NODE_FAILURE = "node_failure"
+"""The cause counted for an attempt that Slurm requeued without being asked (see above)."""
+
+
+def request_requeue(config: RestartConfig, cause: str, spent: Mapping[str, int]) -> None:
+    """Spend one unit of ``cause``'s budget and leave the marker the batch script acts on."""
+    counts = {**spent, cause: spent.get(cause, 0) + 1}
+    _write_json(RunFiles(config.run_dir).restart_counts, counts)
+    requests = read_requests(config.run_dir)
+    asked = {**requests.get(config.job_key, {}), str(config.restart_count): cause}
+    _write_json(RunFiles(config.run_dir).requeue_requests, {**requests, config.job_key: asked})
+    config.marker_dir.mkdir(parents=True, exist_ok=True)
+    _write_json(marker(config.marker_dir, config.job_key), {"cause": cause})
+
+
+def read_counts(run_dir: Path) -> dict[str, int]:
+    try:
+        counts = json.loads(RunFiles(run_dir).restart_counts.read_text())
+        return {str(k): int(v) for k, v in counts.items()}
+    except (FileNotFoundError, ValueError):
+        return {}
+
+
+def read_requests(run_dir: Path) -> dict[str, dict[str, str]]:
+    """``{job key: {Slurm restart count: cause}}`` of every requeue the run's jobs asked for."""
+    try:
+        raw = json.loads(RunFiles(run_dir).requeue_requests.read_text())
+        return {str(job): {str(n): str(c) for n, c in asked.items()} for job, asked in raw.items()}
+    except (FileNotFoundError, ValueError, AttributeError):
+        return {}
+
+
+def unrequested(restart_count: int, asked: Mapping[str, str]) -> list[int]:
+    """The Slurm restart counts, before ``restart_count``, of the attempts that asked for no
+    requeue (in ``asked``, by restart count): Slurm requeued those itself."""
+    return [count for count in range(restart_count) if str(count) not in asked]
+
+
+def account_node_failures(config: RestartConfig) -> list[int]:
+    """Count the earlier attempts of this job that Slurm requeued unasked as node failures,
+    once each (rank 0, as an attempt starts); the restart counts of those attempts."""
+    requests = read_requests(config.run_dir)
+    asked = requests.get(config.job_key, {})
+    lost = unrequested(config.restart_count, asked)
+    if not lost:
+        return []
+    spent = read_counts(config.run_dir)
+    counts = {**spent, NODE_FAILURE: spent.get(NODE_FAILURE, 0) + len(lost)}
+    _write_json(RunFiles(config.run_dir).restart_counts, counts)
+    marked = {**asked, **{str(count): NODE_FAILURE for count in lost}}
+    _write_json(RunFiles(config.run_dir).requeue_requests, {**requests, config.job_key: marked})
+    return lost
+
+
+def _write_json(path: Path, data: object) -> None:
+    write_text_atomic(path, json.dumps(data))
+
+
+def marker(marker_dir: Path, job_key: str) -> Path:
+    """The marker a task leaves when its job (or array element) ``job_key`` must be requeued."""
+    return marker_dir / job_key
+
+
+def requeue_asked(marker_dir: Path, job_key: str) -> bool:
+    """The local supervisor's reading of the marker: whether the attempt asked for another; the
+    marker is removed, so that it is acted on once."""
+    path = marker(marker_dir, job_key)
+    asked = path.exists()
+    path.unlink(missing_ok=True)
+    return asked
+
+
+def teardown_lines(marker_dir: Path) -> list[str]:
+    """The batch script's reading of the marker, after ``srun``, outside any container: requeue
+    this job (or array element) when rank 0 left the marker; the job key is built as
+    :attr:`RestartConfig.job_key` builds it."""
+    folder = shlex.quote(str(marker_dir))
+    return [
+        "blocktrain_status=$?",
+        'blocktrain_key="${SLURM_ARRAY_JOB_ID:+${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}}"',
+        'blocktrain_key="${blocktrain_key:-$SLURM_JOB_ID}"',
+        f'if [ -e {folder}/"$blocktrain_key" ]; then',
+        f'    rm -f {folder}/"$blocktrain_key"',
+        '    echo "blocktrain: requeueing $blocktrain_key"',
+        '    scontrol requeue "$blocktrain_key"',
+        "fi",
+        'exit "$blocktrain_status"',
+    ]
