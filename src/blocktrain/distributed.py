@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Literal
 
+from blocktrain.core import envvars
 from blocktrain.core.jobenv import env_int, ranks
 
 if TYPE_CHECKING:
@@ -148,7 +149,7 @@ def _master_addr(env: Mapping[str, str]) -> str:
 
 
 def _master_port(env: Mapping[str, str], world_size: int) -> int:
-    for name in ("MASTER_PORT", "BLOCKTRAIN_MASTER_PORT"):
+    for name in ("MASTER_PORT", envvars.MASTER_PORT.name):
         if env.get(name, "").strip():
             return env_int(env, name, 0)
     job_id = env_int(env, "SLURM_JOB_ID", env_int(env, "SLURM_JOBID", -1))

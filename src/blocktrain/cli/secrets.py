@@ -115,9 +115,10 @@ def run(options: argparse.Namespace, stdin: TextIO) -> str:
     if command == "get":
         return store.get(options.name) + "\n"
     if command == "env":
-        from blocktrain.secrets.names import LISTED, export_lines
+        from blocktrain.core import envvars
+        from blocktrain.secrets.names import export_lines
 
-        return export_lines(store.read(), os.environ.get(LISTED, ""))
+        return export_lines(store.read(), os.environ.get(envvars.SECRET_NAMES.name, ""))
     where, count = store.rotate()
     return (
         f"rotated the key of {shown} ({count} secrets); the new key is in {where}, and other "

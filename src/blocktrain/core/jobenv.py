@@ -11,6 +11,8 @@ import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from blocktrain.core import envvars
+
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class JobContext:
@@ -107,9 +109,9 @@ def job_context(env: Mapping[str, str], *, host: str | None = None) -> JobContex
     rank of an attempt derives the same number without talking to the others.
     """
     restart_count = _int(env, "SLURM_RESTART_COUNT", default=0)
-    attempt = _int(env, "BLOCKTRAIN_ATTEMPT", default=0)
+    attempt = _int(env, envvars.ATTEMPT.name, default=0)
     if attempt <= 0:
-        attempt = _int(env, "BLOCKTRAIN_ATTEMPT_BASE", default=0) + restart_count + 1
+        attempt = _int(env, envvars.ATTEMPT_BASE.name, default=0) + restart_count + 1
     array_job = env.get("SLURM_ARRAY_JOB_ID")
     array_task = env.get("SLURM_ARRAY_TASK_ID")
     if array_job and array_task:
@@ -129,5 +131,5 @@ def job_context(env: Mapping[str, str], *, host: str | None = None) -> JobContex
         array_index=array_index,
         restart_count=restart_count,
         attempt=attempt,
-        run_id=env.get("BLOCKTRAIN_RUN_ID") or None,
+        run_id=envvars.RUN_ID.get(env),
     )

@@ -11,6 +11,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import cast
 
+from blocktrain.core import envvars
+
 MASK = "***"
 # Names that commonly carry credentials; over-masking a harmless value is the cheap failure.
 _SECRET_NAME = re.compile(
@@ -24,7 +26,7 @@ _URL_USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s:]+:[^/
 
 def secret_names(env: Mapping[str, str]) -> set[str]:
     """Names in ``env`` whose values are treated as secrets."""
-    listed = {n.strip() for n in env.get("BLOCKTRAIN_SECRET_NAMES", "").split(",") if n.strip()}
+    listed = {n.strip() for n in env.get(envvars.SECRET_NAMES.name, "").split(",") if n.strip()}
     return {name for name in env if name in listed or _SECRET_NAME.search(name)}
 
 

@@ -13,6 +13,7 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
+from blocktrain.core import envvars
 from blocktrain.errors import BlocktrainError
 
 HEADROOM = 0.9  # leave a tenth for the model, the DataLoader and the allocator's slack
@@ -49,7 +50,7 @@ def check_fits(needed: int, available: int, *, source: str, count: int) -> None:
         raise MemoryBudgetError(
             f"{source}: preloading {count} images needs about {format_size(needed)} as uint8 "
             f"tensors, but only {format_size(budget)} is free for it; use LazyImageDataset, "
-            "a -tiny variant (BLOCKTRAIN_DATA_DEV=1), or ask for more memory (sbatch --mem)"
+            f"a -tiny variant ({envvars.DATA_DEV.name}=1), or ask for more memory (sbatch --mem)"
         )
 
 

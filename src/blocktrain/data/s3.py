@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from blocktrain.core import envvars
 from blocktrain.data.integrity import CHUNK, MIB, clean_etag, file_md5
 from blocktrain.data.localfs import LocalStorage
 from blocktrain.data.names import (
@@ -105,8 +106,8 @@ class S3Config:
             region=env.get("AWS_DEFAULT_REGION") or env.get("AWS_REGION") or None,
             access_key=env.get("AWS_ACCESS_KEY_ID") or None,
             secret_key=env.get("AWS_SECRET_ACCESS_KEY") or None,
-            retry=RetryPolicy(attempts=_positive_int(env, "BLOCKTRAIN_S3_ATTEMPTS", 6)),
-            concurrency=_positive_int(env, "BLOCKTRAIN_S3_CONCURRENCY", 16),
+            retry=RetryPolicy(attempts=_positive_int(env, envvars.S3_ATTEMPTS.name, 6)),
+            concurrency=_positive_int(env, envvars.S3_CONCURRENCY.name, 16),
             checksums_when_required=not any(
                 name in env
                 for name in ("AWS_REQUEST_CHECKSUM_CALCULATION", "AWS_RESPONSE_CHECKSUM_VALIDATION")

@@ -5,11 +5,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from blocktrain.core import envvars
 from blocktrain.core.values import env_seconds
 
-WEBHOOK_VARIABLES = ("BLOCKTRAIN_SLACK_WEBHOOK_URL", "SLACK_WEBHOOK_URL")
-MENTION_VARIABLE = "BLOCKTRAIN_SLACK_MENTION"
-TIMEOUT_VARIABLE = "BLOCKTRAIN_SLACK_TIMEOUT_SECONDS"
+WEBHOOK_VARIABLES = (envvars.SLACK_WEBHOOK_URL.name, "SLACK_WEBHOOK_URL")
 DEFAULT_TIMEOUT_S = 3.0
 
 
@@ -50,6 +49,6 @@ class NotifyConfig:
         urls = (env.get(name, "").strip() for name in WEBHOOK_VARIABLES)
         return cls(
             webhook_url=next((url for url in urls if url), None),
-            mention=mention or env.get(MENTION_VARIABLE, "").strip() or None,
-            timeout_s=env_seconds(env, TIMEOUT_VARIABLE, DEFAULT_TIMEOUT_S),
+            mention=mention or env.get(envvars.SLACK_MENTION.name, "").strip() or None,
+            timeout_s=env_seconds(env, envvars.SLACK_TIMEOUT_SECONDS.name, DEFAULT_TIMEOUT_S),
         )

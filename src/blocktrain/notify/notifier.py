@@ -23,6 +23,7 @@ from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, field
 from typing import ParamSpec, TypeVar, overload
 
+from blocktrain.core import envvars
 from blocktrain.core.jobenv import JobContext, job_context
 from blocktrain.core.outcome import classify, one_line
 from blocktrain.core.redact import Redactor
@@ -145,7 +146,7 @@ def _open_session(
     # Secrets of the process and of an explicit env alike must stay out of messages.
     redact = Redactor.from_environ(os.environ, extra=Redactor.from_environ(env).secrets)
     config = _load_config(env, mention) if context.is_rank_zero else NotifyConfig()
-    title = run_title(entry, env.get("BLOCKTRAIN_RUN_NAME"))
+    title = run_title(entry, env.get(envvars.RUN_NAME.name))
     return NotifySession(
         entry=title, context=context, config=config, redact=redact, run_url=run_url
     )

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from blocktrain.core import envvars
 from blocktrain.core.jobenv import job_context
 from blocktrain.errors import BlocktrainError
 
@@ -48,8 +49,8 @@ class RestartConfig:
     @classmethod
     def from_environ(cls, env: Mapping[str, str]) -> RestartConfig | None:
         """None when the process was not started by ``slurm-launch``."""
-        run_dir = env.get("BLOCKTRAIN_RUN_DIR")
-        marker_dir = env.get("BLOCKTRAIN_REQUEUE_DIR")
+        run_dir = envvars.RUN_DIR.get(env)
+        marker_dir = envvars.REQUEUE_DIR.get(env)
         if not run_dir or not marker_dir:
             return None
         array_job, array_task = env.get("SLURM_ARRAY_JOB_ID"), env.get("SLURM_ARRAY_TASK_ID")
@@ -58,16 +59,16 @@ class RestartConfig:
             if array_job and array_task
             else env.get("SLURM_JOB_ID", "local")
         )
-        limit = env.get("BLOCKTRAIN_TIME_LIMIT_S")
+        limit = envvars.TIME_LIMIT_S.get(env)
         return cls(
-            signal=env.get("BLOCKTRAIN_RESTART_SIGNAL", DEFAULT_SIGNAL),
+            signal=env.get(envvars.RESTART_SIGNAL.name, DEFAULT_SIGNAL),
             time_limit_s=float(limit) if limit else None,
-            lead_s=float(env.get("BLOCKTRAIN_RESTART_LEAD_S", "120")),
+            lead_s=float(env.get(envvars.RESTART_LEAD_S.name, "120")),
             run_dir=Path(run_dir),
             marker_dir=Path(marker_dir),
             job_key=job_key,
             restart_count=job_context(env).restart_count,
-            budgets=json.loads(env.get("BLOCKTRAIN_RESTART_BUDGETS", "{}")),
+            budgets=json.loads(env.get(envvars.RESTART_BUDGETS.name, "{}")),
         )
 
 

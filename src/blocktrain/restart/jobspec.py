@@ -6,6 +6,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from blocktrain.core import envvars
 from blocktrain.core.paths import RunFiles
 from blocktrain.core.values import JSON
 
@@ -32,22 +33,22 @@ class JobSpec:
     def environment(self) -> dict[str, str]:
         """The variables the task runs with: the tracker, the restart protocol, the checkpoints."""
         env = {
-            "BLOCKTRAIN_RUN_ID": self.run_id,
-            "BLOCKTRAIN_RUN_DIR": self.run_dir,
-            "BLOCKTRAIN_LOG_DIR": self.log_dir,
-            "BLOCKTRAIN_CHECKPOINT_DIR": str(RunFiles(Path(self.run_dir)).checkpoints),
-            "BLOCKTRAIN_REQUEUE_DIR": self.requeue_dir,
-            "BLOCKTRAIN_ATTEMPT_BASE": str(self.attempt_base),
-            "BLOCKTRAIN_RESTART_SIGNAL": self.restart_signal,
-            "BLOCKTRAIN_RESTART_LEAD_S": str(self.lead_s),
-            "BLOCKTRAIN_RESTART_BUDGETS": json.dumps(self.budgets),
+            envvars.RUN_ID.name: self.run_id,
+            envvars.RUN_DIR.name: self.run_dir,
+            envvars.LOG_DIR.name: self.log_dir,
+            envvars.CHECKPOINT_DIR.name: str(RunFiles(Path(self.run_dir)).checkpoints),
+            envvars.REQUEUE_DIR.name: self.requeue_dir,
+            envvars.ATTEMPT_BASE.name: str(self.attempt_base),
+            envvars.RESTART_SIGNAL.name: self.restart_signal,
+            envvars.RESTART_LEAD_S.name: str(self.lead_s),
+            envvars.RESTART_BUDGETS.name: json.dumps(self.budgets),
         }
         if self.time_limit_s is not None:
-            env["BLOCKTRAIN_TIME_LIMIT_S"] = str(self.time_limit_s)
+            env[envvars.TIME_LIMIT_S.name] = str(self.time_limit_s)
         if self.tracking_uri:
             env["MLFLOW_TRACKING_URI"] = self.tracking_uri
         if self.experiment:
             env["MLFLOW_EXPERIMENT_NAME"] = self.experiment
         if self.run_name:
-            env["BLOCKTRAIN_RUN_NAME"] = self.run_name  # shown in the Slack messages
+            env[envvars.RUN_NAME.name] = self.run_name  # shown in the Slack messages
         return env

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from blocktrain.core import envvars
 from blocktrain.core.files import write_text_atomic
 from blocktrain.core.paths import RunFiles, import_paths
 from blocktrain.entry import load_entry, validate
@@ -50,7 +51,9 @@ class Worker:
         kwargs = validate(func, ArgSet(values=dict(self.spec.args)))
         config = restart.RestartConfig.from_environ(os.environ)
         if config is None:  # the spec's environment sets both folders; this guards edits to it
-            raise BlocktrainError("BLOCKTRAIN_RUN_DIR and BLOCKTRAIN_REQUEUE_DIR must be set")
+            raise BlocktrainError(
+                f"{envvars.RUN_DIR.name} and {envvars.REQUEUE_DIR.name} must be set"
+            )
         if context.is_rank_zero:
             # A marker left by an attempt that Slurm itself requeued (scontrol requeue,
             # preemption) must not requeue this one when it ends.

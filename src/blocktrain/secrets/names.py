@@ -6,10 +6,8 @@ import re
 import shlex
 from collections.abc import Mapping
 
+from blocktrain.core import envvars
 from blocktrain.secrets.errors import SecretsError
-
-LISTED = "BLOCKTRAIN_SECRET_NAMES"
-"""Where the exported names are listed, so that ``blocktrain.core.redact`` masks their values."""
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 
@@ -21,8 +19,8 @@ def check_name(name: str) -> str:
             f"invalid secret name {name[:40]!r}: use letters, digits and underscores, "
             "not starting with a digit (e.g. S3_SECRET_KEY)"
         )
-    if name == LISTED:
-        raise SecretsError(f"{LISTED} is set by `blocktrain secrets env`; choose another name")
+    if name == envvars.SECRET_NAMES.name:
+        raise SecretsError(f"{name} is set by `blocktrain secrets env`; choose another name")
     return name
 
 
@@ -49,5 +47,5 @@ def export_lines(values: Mapping[str, str], listed: str = "") -> str:
     earlier = [n.strip() for n in listed.split(",") if n.strip()]
     names = sorted(set(earlier) | set(values))
     if names:
-        lines.append(f"export {LISTED}={shlex.quote(','.join(names))}")
+        lines.append(f"export {envvars.SECRET_NAMES.name}={shlex.quote(','.join(names))}")
     return "".join(line + "\n" for line in lines)

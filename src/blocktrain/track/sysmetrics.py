@@ -31,8 +31,9 @@ import time
 from collections.abc import Callable, Generator, Mapping
 from typing import Any, Protocol
 
+from blocktrain.core import envvars
 from blocktrain.track import attempthistory
-from blocktrain.track.tracker import SYSTEM_METRICS_ENV, Tracker
+from blocktrain.track.tracker import Tracker
 
 PREFIX = "system/"
 THREAD_NAME = "blocktrain-sysmetrics"
@@ -133,7 +134,8 @@ class SystemMetrics:
         try:
             sampler = self._make()
         except Exception as exc:  # noqa: BLE001 - e.g. psutil missing from the image
-            _log.warning("no system metrics (%s); %s=0 turns them off", exc, SYSTEM_METRICS_ENV)
+            name = envvars.SYSTEM_METRICS_INTERVAL_S.name
+            _log.warning("no system metrics (%s); %s=0 turns them off", exc, name)
             return
         # The first CPU reading measures since the one before: take it now, and drop it.
         self._sample_quietly(sampler, publish=False)

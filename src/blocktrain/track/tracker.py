@@ -19,6 +19,7 @@ from collections.abc import Generator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from blocktrain.core import envvars
 from blocktrain.core.jobenv import JobContext
 from blocktrain.core.paths import Layout, LogFiles, project_root
 from blocktrain.core.values import env_seconds
@@ -31,7 +32,6 @@ _current: contextvars.ContextVar[Tracker | None] = contextvars.ContextVar(
     "blocktrain_tracker", default=None
 )
 _PARAM_VALUE_LIMIT = 6000
-SYSTEM_METRICS_ENV = "BLOCKTRAIN_SYSTEM_METRICS_INTERVAL_S"
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -59,8 +59,8 @@ class TrackConfig:
                 raise TrackingError(f"{name} must be positive, got {getattr(self, name)}")
         if not self.system_metrics_interval_s >= 0:
             raise TrackingError(
-                f"{SYSTEM_METRICS_ENV} must be 0 (off) or a positive number of seconds, got "
-                f"{self.system_metrics_interval_s}"
+                f"{envvars.SYSTEM_METRICS_INTERVAL_S.name} must be 0 (off) or a positive number "
+                f"of seconds, got {self.system_metrics_interval_s}"
             )
 
     @property
@@ -74,19 +74,21 @@ class TrackConfig:
             tracking_uri=tracking_uri(env, root),
             experiment=env.get("MLFLOW_EXPERIMENT_NAME") or root.name,
             root=root,
-            log_dir=Path(env.get("BLOCKTRAIN_LOG_DIR") or Layout(root).logs),
-            run_name=env.get("BLOCKTRAIN_RUN_NAME") or None,
+            log_dir=Path(envvars.LOG_DIR.get(env) or Layout(root).logs),
+            run_name=envvars.RUN_NAME.get(env),
             upload_interval_s=env_seconds(
-                env, "BLOCKTRAIN_LOG_UPLOAD_SECONDS", 30.0, TrackingError
+                env, envvars.LOG_UPLOAD_SECONDS.name, 30.0, TrackingError
             ),
             flush_timeout_s=env_seconds(
-                env, "BLOCKTRAIN_MLFLOW_FLUSH_SECONDS", 30.0, TrackingError
+                env, envvars.MLFLOW_FLUSH_SECONDS.name, 30.0, TrackingError
             ),
             start_timeout_s=env_seconds(
-                env, "BLOCKTRAIN_MLFLOW_START_SECONDS", 10.0, TrackingError
+                env, envvars.MLFLOW_START_SECONDS.name, 10.0, TrackingError
             ),
-            system_metrics_interval_s=env_seconds(env, SYSTEM_METRICS_ENV, 10.0, TrackingError),
-            run_dir=Path(env["BLOCKTRAIN_RUN_DIR"]) if env.get("BLOCKTRAIN_RUN_DIR") else None,
+            system_metrics_interval_s=env_seconds(
+                env, envvars.SYSTEM_METRICS_INTERVAL_S.name, 10.0, TrackingError
+            ),
+            run_dir=Path(run_dir) if (run_dir := envvars.RUN_DIR.get(env)) else None,
             nodes=env.get("SLURM_JOB_NODELIST") or None,
         )
 

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import torch
 
+from blocktrain.core import envvars
 from blocktrain.errors import BlocktrainError
 from blocktrain.track import registry
 from blocktrain.train import data as datasets
@@ -101,8 +102,8 @@ def register_model(
     later = f"register it later: mlflow.register_model('{source}', '{name}')"
     if not tracker.writer.flush(tracker.config.flush_timeout_s):
         _log.warning(
-            "%s: the run's uploads took over %.0f s (BLOCKTRAIN_MLFLOW_FLUSH_SECONDS); %s",
-            skipped, tracker.config.flush_timeout_s, later,
+            "%s: the run's uploads took over %.0f s (%s); %s",
+            skipped, tracker.config.flush_timeout_s, envvars.MLFLOW_FLUSH_SECONDS.name, later,
         )  # fmt: skip
         return None
     try:

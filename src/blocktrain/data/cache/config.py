@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from blocktrain.core import envvars
 from blocktrain.errors import BlocktrainError
 
 Verify = Literal["stat", "full"]
@@ -46,13 +47,13 @@ class CacheConfig:
         cache_home = env.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
         persistent = expand("DATA_PATH", env) or str(Path(cache_home) / "blocktrain" / "data")
         ephemeral = expand("DATA_EPHEMERAL_PATH", env) or None
-        verify = env.get("BLOCKTRAIN_DATA_VERIFY", "").strip() or "stat"
+        verify = env.get(envvars.DATA_VERIFY.name, "").strip() or "stat"
         if verify not in ("stat", "full"):
-            raise BlocktrainError(f"BLOCKTRAIN_DATA_VERIFY={verify!r} must be 'stat' or 'full'")
+            raise BlocktrainError(f"{envvars.DATA_VERIFY.name}={verify!r} must be 'stat' or 'full'")
         return cls(
             persistent=Path(persistent).expanduser(),
             ephemeral=Path(ephemeral).expanduser() if ephemeral else None,
-            dev=env.get("BLOCKTRAIN_DATA_DEV", "").strip().lower() in _TRUE,
+            dev=env.get(envvars.DATA_DEV.name, "").strip().lower() in _TRUE,
             verify=verify,
         )
 

@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Literal, get_args
 
+from blocktrain.core import envvars
+
 Runtime = Literal["apptainer", "podman", "charliecloud"]
 RUNTIMES: tuple[str, ...] = get_args(Runtime)
 EXECUTABLES: dict[str, str] = {
@@ -31,7 +33,7 @@ EXECUTABLES: dict[str, str] = {
 """The program each runtime starts a task with."""
 
 PODMAN_FORWARDED = (
-    "SLURM_*", "SUBMITIT_*", "BLOCKTRAIN_*", "MLFLOW_*", "DATA_*", "S3_*", "AWS_*",
+    "SLURM_*", "SUBMITIT_*", f"{envvars.PREFIX}*", "MLFLOW_*", "DATA_*", "S3_*", "AWS_*",
     "NCCL_*", "CUDA_VISIBLE_DEVICES", "OMP_NUM_THREADS", "PYTHONPATH", "USER", "TZ",
 )  # fmt: skip
 """Variables a Podman task takes from the job (Podman passes none by default; Apptainer and

@@ -23,6 +23,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import cast
 
+from blocktrain.core import envvars
 from blocktrain.core.values import JSON
 from blocktrain.launch.slurm.commands import QueueEntry
 
@@ -148,7 +149,7 @@ def task_env(
     }  # fmt: skip
     # A job id like L7 gives no port of its own: the supervisor finds one per attempt.
     place = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
-    return {**plan.env, **slurm, **place, "BLOCKTRAIN_EXECUTOR": "local"}
+    return {**plan.env, **slurm, **place, envvars.EXECUTOR.name: "local"}
 
 
 def merged_env(

@@ -31,6 +31,7 @@ import torch
 import torch.distributed as dist
 
 from blocktrain import track
+from blocktrain.core import envvars
 from blocktrain.core.files import write_text_atomic
 from blocktrain.errors import BlocktrainError
 from blocktrain.train.checkpoint import files as checkpoint
@@ -51,7 +52,7 @@ def default_folder(env: Mapping[str, str] | None = None) -> Path:
     (only rank 0 knows a run it has just created): call it on every rank.
     """
     environ = os.environ if env is None else env
-    configured = environ.get("BLOCKTRAIN_CHECKPOINT_DIR")
+    configured = environ.get(envvars.CHECKPOINT_DIR.name)
     if configured:
         return Path(configured)
     folder = Path("checkpoints")
