@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from blocktrain.core.files import temporary_pattern
+from blocktrain.core.atomic import temporary_pattern
 from blocktrain.data.cache import CacheConfig, Entry, clean, localize, report
 from blocktrain.data.cache.locks import exclusive
 from blocktrain.data.names import entry_name

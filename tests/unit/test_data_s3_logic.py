@@ -1,5 +1,5 @@
 """The pure parts of S3 storage: configuration, which failures are retried and what the user
-is told, backoff, ETags single-part and multipart, and the thread pool's failure handling."""
+is told, ETags single-part and multipart, and the thread pool's failure handling."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from botocore.exceptions import (
     SSLError,
 )
 
+from blocktrain.core.retry import RetryPolicy
 from blocktrain.data.integrity import (
     candidate_part_sizes,
     clean_etag,
@@ -25,7 +26,6 @@ from blocktrain.data.integrity import (
     multipart_etag,
 )
 from blocktrain.data.parallel import map_parallel
-from blocktrain.data.retry import RetryPolicy, retry_call
 from blocktrain.data.s3 import S3AccessError, S3Config, S3UnreachableError, explain, is_retryable
 from blocktrain.data.storage import IntegrityMismatchError, SourceNotFoundError
 from blocktrain.errors import BlocktrainError
@@ -118,53 +118,6 @@ def test_what_the_user_is_told():
     )
     assert "S3_ENDPOINT_URL" in str(down)
     assert "\n" not in str(explain(client_error("InternalError", 500), uri, CONFIG))
-
-
-def test_backoff_grows_to_its_cap_with_jitter():
-    policy = RetryPolicy(attempts=6, base_s=0.5, max_s=4.0)
-    assert [policy.delay(n, 0.999999) for n in range(1, 6)] == pytest.approx(
-        [0.5, 1, 2, 4, 4], rel=1e-4
-    )
-    assert [policy.delay(n, 0.0) for n in range(1, 6)] == [0.25, 0.5, 1, 2, 2]
-    assert policy.worst_case_s == 0.5 + 1 + 2 + 4 + 4
-    with pytest.raises(BlocktrainError, match="at least 1"):
-        RetryPolicy(attempts=0)
-
-
-def test_retry_call_retries_then_gives_up_with_the_last_error():
-    pauses: list[float] = []
-    calls = {"n": 0}
-
-    def flaky() -> str:
-        calls["n"] += 1
-        if calls["n"] < 3:
-            raise ConnectionResetError(f"try {calls['n']}")
-        return "ok"
-
-    policy = RetryPolicy(attempts=4, base_s=1, max_s=10)
-    kwargs = {
-        "policy": policy,
-        "retryable": is_retryable,
-        "what": "get",
-        "sleep": pauses.append,
-        "draw": lambda: 0.0,
-    }
-    assert retry_call(flaky, **kwargs) == "ok"
-    assert pauses == [0.5, 1.0]
-
-    def broken() -> str:
-        raise ConnectionResetError("always")
-
-    with pytest.raises(ConnectionResetError, match="always"):
-        retry_call(broken, **kwargs)
-    assert pauses == [0.5, 1.0, 0.5, 1.0, 2.0]
-
-    def missing() -> str:
-        raise SourceNotFoundError("gone")
-
-    with pytest.raises(SourceNotFoundError):
-        retry_call(missing, **kwargs)
-    assert len(pauses) == 5  # not retried
 
 
 def test_etags(tmp_path: Path):

@@ -2,7 +2,9 @@
 
 The batch scripts are compared with golden files in tests/unit/golden/; after an intended change
 regenerate them with ``BLOCKTRAIN_UPDATE_GOLDEN=1 pytest tests/unit/test_launch_plan.py`` and
-review the diff.
+review the diff. They are also compared with what submitit itself writes for the same plan,
+submitted to a stand-in ``sbatch``, so that a submitit upgrade that changes the script fails
+here and not only in the Slurm integration test.
 """
 
 from __future__ import annotations
@@ -15,9 +17,11 @@ import pytest
 
 from blocktrain.errors import ArgsError
 from blocktrain.launch.profile import Profile, ProfileError, Restarts, load_profile, time_minutes
-from blocktrain.launch.slurm import batch
+from blocktrain.launch.slurm import batch, submit
 from blocktrain.launch.sweeps.expand import argument_sets, dotted
 from blocktrain.restart import RestartConfig, budget_allows, classify
+from blocktrain.restart.jobspec import JobSpec
+from blocktrain.restart.worker import Worker
 
 REPO = Path(__file__).resolve().parents[2]
 GOLDEN = Path(__file__).parent / "golden"
@@ -215,11 +219,11 @@ def test_args_and_sweep_together_are_refused(tmp_path: Path):
         argument_sets([], [tmp_path / "a.yaml"], tmp_path / "s.yaml", {})
 
 
-def _plan(profile: Profile) -> batch.BatchPlan:
+def _plan(profile: Profile, folder: Path = LAUNCH / "submitit") -> batch.BatchPlan:
     return batch.plan(
         profile,
         job_name="shapes-train",
-        folder=LAUNCH / "submitit",
+        folder=folder,
         project_root=PROJECT,
         host_python="/home/ada/shapes/.venv/bin/python",
         code_paths=[str(LAUNCH / "code")],
@@ -235,6 +239,39 @@ def test_batch_script_matches_golden(name: str, array: int | None):
     if os.environ.get("BLOCKTRAIN_UPDATE_GOLDEN") == "1":
         golden.write_text(script)
     assert script == golden.read_text()
+
+
+@pytest.mark.parametrize(("name", "array"), [("local", None), ("gpu", None), ("local", 4)])
+def test_batch_script_is_the_one_submitit_submits(
+    name: str, array: int | None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """``--dry-run`` shows :func:`batch.render`; a job runs what submitit writes. Both come from
+    the same plan, submitted here through blocktrain's own :func:`submit.submit` to a stand-in
+    ``sbatch`` that keeps the script. Nothing is exempt from the comparison: the parts that
+    could legitimately differ, the paths (the submitit folder, its log files) and the
+    pickled-job command line (``python -u -m submitit.core._submit FOLDER``), are made from
+    the plan's folder and Python on both sides, so they match too.
+    """
+    bin_dir, kept = tmp_path / "bin", tmp_path / "submitted.sh"
+    bin_dir.mkdir()
+    stand_ins = {
+        "sbatch": f'cp "$1" {kept}\necho "Submitted batch job 4242"',
+        "srun": "exit 0",  # submitit looks for it on PATH
+        "scontrol": 'echo "MaxArraySize = 1001"',  # asked before an array is submitted
+    }
+    for command, body in stand_ins.items():
+        (bin_dir / command).write_text(f"#!/bin/sh\n{body}\n")
+        (bin_dir / command).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    plan = _plan(load_profile(REPO, name), folder=tmp_path / "launch" / "submitit")
+    spec = JobSpec(
+        run_id="r1", entry="shapes.entry:train", args={}, code_dir=str(LAUNCH / "code"),
+        run_dir=str(tmp_path / "run"), log_dir=str(tmp_path / "logs"),
+        requeue_dir=str(LAUNCH / "requeue"),
+    )  # fmt: skip
+    job_ids = submit.submit(plan, [Worker(spec)] * (array or 1))
+    assert job_ids == ([f"4242_{i}" for i in range(array)] if array else ["4242"])
+    assert kept.read_text() == batch.render(plan, array_size=array)
 
 
 def test_gpu_tasks_run_inside_the_image_and_requeue_outside():

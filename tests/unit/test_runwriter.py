@@ -8,9 +8,10 @@ import threading
 from collections.abc import Mapping
 from pathlib import Path
 
-from blocktrain.track.writer import Op, RetryPolicy, RunWriter, coalesce, replay
+from blocktrain.core.retry import RetryPolicy
+from blocktrain.track.writer import Op, RunWriter, coalesce, replay
 
-FAST = RetryPolicy(first_delay_s=0.01, max_delay_s=0.05)
+FAST = RetryPolicy(first_delay_s=0.01, max_delay_s=0.05, jitter=False)
 
 
 class UnreachableError(ConnectionError):

@@ -3,7 +3,7 @@
 Modules, from the bottom up:
 
 - ``names``: pure naming rules (S3 URIs, member names, ``-tiny`` variants, entry names).
-- ``integrity``: MD5 digests and S3 ETags. ``retry``: backoff. ``parallel``: a thread pool.
+- ``integrity``: MD5 digests and S3 ETags. ``parallel``: a thread pool.
 - ``objects``: the ``Storage`` protocol and what it lists; ``localfs``: files on disk;
   ``s3``: S3 through boto3; ``storage``: ``storage_for`` picks one (``s3`` only for
   ``s3://``).
@@ -15,9 +15,10 @@ Modules, from the bottom up:
   ``tensorcache``: a dataset preprocessed once into one tensor file.
 - ``splits``: deterministic splits; ``stats``: dataset statistics; ``augment``: transforms.
 
-Atomic writes and locks come from ``blocktrain.core.files``. The modules import torch,
-torchvision and boto3 only where they are used, so importing ``blocktrain.data.cache`` or
-``blocktrain.data.splits`` stays cheap. See ``docs/data.md``.
+Atomic writes and locks come from ``blocktrain.core.atomic``, retries with backoff from
+``blocktrain.core.retry``. The modules import torch, torchvision and boto3 only where they are
+used, so importing ``blocktrain.data.cache`` or ``blocktrain.data.splits`` stays cheap. See
+``docs/data.md``.
 """
 
 from blocktrain.data.cache import CacheConfig, localize

@@ -1,6 +1,6 @@
 """The :class:`~blocktrain.data.objects.Storage` of files on a local or shared file system.
 
-Must not know about S3 or the cache; writes into place only through ``blocktrain.core.files``.
+Must not know about S3 or the cache; writes into place only through ``blocktrain.core.atomic``.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import os
 import shutil
 from pathlib import Path
 
-from blocktrain.core.files import atomic_path, write_bytes_atomic
+from blocktrain.core.atomic import atomic_path, write_bytes_atomic
 from blocktrain.data.integrity import CHUNK
 from blocktrain.data.names import is_hidden, normalize_source
 from blocktrain.data.objects import Listing, ObjectInfo, SourceNotFoundError, check_expected

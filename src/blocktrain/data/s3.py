@@ -14,6 +14,7 @@ import ``storage`` (which imports this module).
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import threading
 from collections.abc import Callable, Mapping
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from blocktrain.core import envvars
+from blocktrain.core.retry import RetryPolicy, retry_call
 from blocktrain.data.integrity import CHUNK, MIB, clean_etag, file_md5
 from blocktrain.data.localfs import LocalStorage
 from blocktrain.data.names import (
@@ -40,7 +42,6 @@ from blocktrain.data.objects import (
     check_expected,
 )
 from blocktrain.data.parallel import map_parallel
-from blocktrain.data.retry import RetryPolicy, retry_call
 from blocktrain.errors import BlocktrainError
 
 if TYPE_CHECKING:
@@ -48,6 +49,7 @@ if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
 T = TypeVar("T")
+_log = logging.getLogger("blocktrain.data")
 PARTS_IN_FLIGHT = 8  # parallel ranged GETs or part uploads of one large object
 RETRYABLE_CODES = frozenset(
     {
@@ -306,7 +308,11 @@ class S3Storage:
     def _call(self, what: str, uri: str, call: Callable[[], T]) -> T:
         try:
             return retry_call(
-                call, policy=self.config.retry, retryable=is_retryable, what=f"{what} {uri}"
+                call,
+                policy=self.config.retry,
+                retryable=is_retryable,
+                what=f"{what} {uri}",
+                log=_log,
             )
         except BlocktrainError:
             raise

@@ -4,7 +4,7 @@
 and otherwise builds them from ``build()`` (under a lock, so one rank builds while the others
 wait), applying ``preprocess`` to each raw uint8 image (a deterministic resize, say: random
 augmentations belong in the transform applied at each access). The file is written by
-``torch.save`` to a temporary name and renamed (``blocktrain.core.files``), and is
+``torch.save`` to a temporary name and renamed (``blocktrain.core.atomic``), and is
 memory-mapped when loaded.
 
 Must not fetch or decode data: it stores what an :class:`ImageDataset` yields, and reloads it.
@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from blocktrain.core.files import atomic_output, locked
+from blocktrain.core.atomic import atomic_output, locked
 from blocktrain.data.datasets import ImageDataset, Target, Transform
 from blocktrain.errors import BlocktrainError
 

@@ -11,31 +11,37 @@ from http.client import HTTPException
 
 from blocktrain.core.outcome import one_line
 from blocktrain.core.redact import Redactor
+from blocktrain.core.retry import RetryPolicy, retry_call
 from blocktrain.core.values import JSON
 from blocktrain.notify.config import NotifyConfig
 
 _log = logging.getLogger("blocktrain.notify")
+# A failed post is tried again at once: the job waits for the message, so no backoff.
+_RETRYABLE = (OSError, HTTPException, ValueError)
 
 
 def post(payload: Mapping[str, JSON], config: NotifyConfig, redact: Redactor) -> bool:
     """Send one message, retrying once; a failure is a one-line warning, never an exception."""
     if config.webhook_url is None:
         return False
-    body = json.dumps(redact.value(payload)).encode()
-    errors: list[str] = []
-    for _ in range(config.retries + 1):
-        try:
-            _send(config.webhook_url, body, config.timeout_s)
-        except (OSError, HTTPException, ValueError) as exc:
-            errors.append(one_line(exc))
-        else:
-            return True
-    _log.warning(
-        "Slack notification not sent after %d tries (%s); the job goes on",
-        len(errors),
-        redact(errors[-1]),
-    )
-    return False
+    url, body = config.webhook_url, json.dumps(redact.value(payload)).encode()
+    policy = RetryPolicy(attempts=config.retries + 1, first_delay_s=0.0, max_delay_s=0.0)
+    try:
+        retry_call(
+            lambda: _send(url, body, config.timeout_s),
+            policy=policy,
+            retryable=lambda exc: isinstance(exc, _RETRYABLE),
+            what="Slack notification",
+            log=None,  # one warning below, redacted, instead of one per try
+        )
+    except _RETRYABLE as exc:
+        _log.warning(
+            "Slack notification not sent after %d tries (%s); the job goes on",
+            policy.attempts,
+            redact(one_line(exc)),
+        )
+        return False
+    return True
 
 
 def _send(url: str, body: bytes, timeout_s: float) -> None:

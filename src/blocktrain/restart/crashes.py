@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from blocktrain.core.files import write_text_atomic
+from blocktrain.core.atomic import write_text_atomic
 from blocktrain.core.outcome import one_line
 from blocktrain.core.paths import RunFiles
 from blocktrain.restart.config import RestartConfig

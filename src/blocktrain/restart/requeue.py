@@ -22,7 +22,7 @@ import shlex
 from collections.abc import Mapping
 from pathlib import Path
 
-from blocktrain.core.files import write_text_atomic
+from blocktrain.core.atomic import write_text_atomic
 from blocktrain.core.paths import RunFiles
 from blocktrain.restart.config import RestartConfig
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from blocktrain.core import envvars
-from blocktrain.core.files import write_text_atomic
+from blocktrain.core.atomic import write_text_atomic
 from blocktrain.core.paths import RunFiles, import_paths
 from blocktrain.entry import load_entry, validate
 from blocktrain.entry.argfiles import ArgSet

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from blocktrain.core.files import write_text_atomic
+from blocktrain.core.atomic import write_text_atomic
 from blocktrain.secrets.errors import MissingKeyError, SecretsError
 from blocktrain.secrets.vault import parse_keys
 

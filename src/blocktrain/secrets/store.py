@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from blocktrain.core.files import locked, write_text_atomic
+from blocktrain.core.atomic import locked, write_text_atomic
 from blocktrain.secrets.errors import (
     NoSecretsFileError,
     SecretsError,

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import cast
 
-from blocktrain.core.files import write_text_atomic
+from blocktrain.core.atomic import write_text_atomic
 from blocktrain.core.paths import LogFiles
 from blocktrain.core.values import JSON
 from blocktrain.track import attempts

@@ -21,7 +21,7 @@ import threading
 import time
 from collections.abc import Generator
 
-from blocktrain.core.files import write_text_atomic
+from blocktrain.core.atomic import write_text_atomic
 from blocktrain.core.jobenv import JobContext
 from blocktrain.core.redact import Redactor
 from blocktrain.core.values import JSON

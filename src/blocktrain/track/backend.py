@@ -12,7 +12,7 @@ from collections.abc import Generator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from blocktrain.core.files import locked
+from blocktrain.core.atomic import locked
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient

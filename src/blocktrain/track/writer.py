@@ -12,10 +12,12 @@ import json
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
+
+from blocktrain.core.retry import RetryPolicy
 
 OpKind = Literal["create", "metrics", "params", "tags", "artifacts", "status", "batch"]
 # MLflow's log_batch limits per request.
@@ -32,6 +34,9 @@ _PERMANENT_CODES = frozenset(
         "UNAUTHENTICATED",
     }
 )
+# The pauses between sends while the server cannot be reached. The writer never gives up (what
+# is unsent at the end is spilled), so only the policy's pauses count, not its attempts.
+DEFAULT_RETRY = RetryPolicy(first_delay_s=0.5, max_delay_s=30.0, jitter=False)
 
 
 class Backend(Protocol):
@@ -69,25 +74,6 @@ def is_permanent(exc: BaseException) -> bool:
     """Whether an error means the request is wrong (drop it) rather than the server away."""
     code = getattr(exc, "error_code", None)
     return isinstance(code, str) and code in _PERMANENT_CODES
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class RetryPolicy:
-    """Exponential backoff between attempts while the server cannot be reached."""
-
-    first_delay_s: float = 0.5
-    max_delay_s: float = 30.0
-    factor: float = 2.0
-
-    def __post_init__(self) -> None:
-        if self.first_delay_s <= 0 or self.max_delay_s < self.first_delay_s or self.factor < 1:
-            raise ValueError("need 0 < first_delay_s <= max_delay_s and factor >= 1")
-
-    def delays(self) -> Iterable[float]:
-        delay = self.first_delay_s
-        while True:
-            yield delay
-            delay = min(delay * self.factor, self.max_delay_s)
 
 
 def coalesce(ops: list[Op], run_id: str | None) -> tuple[int, Op]:
@@ -137,7 +123,9 @@ class RunWriter:
         self._backend = backend
         self._run_id = run_id
         self._warn = warn
-        self._retry = retry or RetryPolicy()
+        self._retry = retry or DEFAULT_RETRY
+        if self._retry.first_delay_s <= 0:
+            raise ValueError("the writer needs a pause between retries (first_delay_s > 0)")
         self._lanes: dict[Lane, deque[Op]] = {"records": deque(), "artifacts": deque()}
         self._lock = threading.Condition()
         self._stopping = False

@@ -12,7 +12,7 @@
 - :mod:`~blocktrain.train.outputs`: the end of a training: export folder and weights, plots;
 - :mod:`~blocktrain.train.metrics`, :mod:`~blocktrain.train.checkpoint`,
   :mod:`~blocktrain.train.export`, :mod:`~blocktrain.train.plots`,
-  :mod:`~blocktrain.train.progress`, :mod:`~blocktrain.train.data`,
+  :mod:`~blocktrain.train.progress`, :mod:`~blocktrain.train.batching`,
   :mod:`~blocktrain.train.exchange`, :mod:`~blocktrain.train.logbook`,
   :mod:`~blocktrain.train.state`: the pieces they use.
 

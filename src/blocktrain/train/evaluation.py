@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from blocktrain.train import data as datasets
+from blocktrain.train import batching
 from blocktrain.train.device import autocast
 from blocktrain.train.metrics import Confusion, MetricFn, Totals, is_classification
 
@@ -53,8 +53,8 @@ def evaluate_model(
     model.eval()
     with torch.no_grad():
         for batch in batches:
-            inputs, targets = datasets.split_batch(
-                datasets.to_device(batch, device, channels_last=channels_last)
+            inputs, targets = batching.split_batch(
+                batching.to_device(batch, device, channels_last=channels_last)
             )
             with autocast(device, precision):
                 outputs = model(inputs)
@@ -62,7 +62,7 @@ def evaluate_model(
             for name, metric in (metrics or {}).items():
                 totals.add(f"{prefix}_{name}", metric(outputs, targets))
             if loss is not None:
-                totals.add_mean(f"{prefix}_loss", loss, datasets.batch_size_of(inputs))
+                totals.add_mean(f"{prefix}_loss", loss, batching.batch_size_of(inputs))
             if is_classification(outputs, targets):
                 confusion = confusion or Confusion(int(outputs.shape[1]), device)
                 confusion.add(outputs, targets)

@@ -29,7 +29,7 @@ from blocktrain.core.paths import Layout, RunFiles, project_root
 from blocktrain.distributed import rank_and_world
 from blocktrain.errors import BlocktrainError
 from blocktrain.track.registry import is_model_uri
-from blocktrain.train import data as datasets
+from blocktrain.train import batching
 from blocktrain.train.checkpoint import files as checkpoint
 from blocktrain.train.device import autocast, default_device
 from blocktrain.train.evaluation import evaluate_model
@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from torch import nn
 
     from blocktrain.core.values import JSON
-    from blocktrain.train.data import Data
+    from blocktrain.train.batching import Data
     from blocktrain.train.metrics import MetricFn
 
     RowFn = Callable[[torch.Tensor], list[dict[str, JSON]]]
@@ -167,7 +167,7 @@ def evaluate(
         load_weights(model, checkpoint_path, run_id=run_id, which=which)
     model.to(device)
     rank, world = rank_and_world()
-    batches, _ = datasets.eval_batches(
+    batches, _ = batching.eval_batches(
         data,
         max(1, batch_size // world),
         rank=rank,
@@ -231,13 +231,13 @@ def predict(
         load_weights(model, checkpoint_path, run_id=run_id, which=which)
     model.to(device).eval()
     rank, world = rank_and_world()
-    batches, indices = datasets.eval_batches(
+    batches, indices = batching.eval_batches(
         data, max(1, batch_size // world), rank=rank, world=world, num_workers=0, pin_memory=False
     )
     produced: list[dict[str, JSON]] = []
     with torch.no_grad():
         for batch in batches:
-            inputs, _ = datasets.split_batch(datasets.to_device(batch, device))
+            inputs, _ = batching.split_batch(batching.to_device(batch, device))
             with autocast(device, precision):
                 outputs = cast("torch.Tensor", model(inputs))
             produced.extend((rows or default_rows)(outputs.float().cpu()))
@@ -263,7 +263,7 @@ def _gather_rows(rows: list[dict[str, JSON]], world: int) -> list[dict[str, JSON
 
 
 def _write_rows(rows: Sequence[Mapping[str, JSON]], output: Path) -> None:
-    from blocktrain.core.files import write_text_atomic
+    from blocktrain.core.atomic import write_text_atomic
 
     if output.suffix.lower() == ".json":
         write_text_atomic(output, json.dumps(list(rows), indent=1) + "\n")

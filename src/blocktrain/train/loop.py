@@ -20,7 +20,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 import torch
 import torch.distributed as dist
@@ -31,8 +31,7 @@ from torch.optim.lr_scheduler import LRScheduler, ReduceLROnPlateau
 from blocktrain import distributed, restart, track
 from blocktrain.core.values import JSON, to_jsonable
 from blocktrain.errors import BlocktrainError
-from blocktrain.train import data as datasets
-from blocktrain.train import outputs
+from blocktrain.train import batching, outputs
 from blocktrain.train.checkpoint import files as checkpoint_files
 from blocktrain.train.checkpoint.files import CheckpointConfig
 from blocktrain.train.checkpoint.saver import Best, Checkpointer, resume_state, storage_address
@@ -58,7 +57,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from pathlib import Path
 
-    from blocktrain.train.data import Data
+    from blocktrain.train.batching import Data
     from blocktrain.train.export import Exported
 
     LossFn = Callable[[Any, Any], torch.Tensor]
@@ -68,6 +67,22 @@ _log = logging.getLogger("blocktrain.train")
 CHECKPOINT_FORMAT = 1
 # However fast the steps, the ranks exchange (and agree on stopping) at least every so many.
 _EXCHANGE_MAX_STEPS = 1000
+
+
+class StepMark(NamedTuple):
+    """The clock (``time.perf_counter()``) at an optimizer step: where an exchange started,
+    and the pace of steps since then is measured from."""
+
+    time: float
+    step: int
+
+
+class ExampleMark(NamedTuple):
+    """The clock at the start of a log window, and the examples trained on by then: where the
+    window's ``samples_per_s`` is measured from."""
+
+    time: float
+    examples: int
 
 
 class Trainer:
@@ -123,8 +138,8 @@ class Trainer:
         self.exported: Exported | None = None
         self._window = Totals(self.device)
         self._exchange = Exchange(self.world, self.device)
-        self._last_exchange, self._next_exchange = (time.perf_counter(), 0), 0
-        self._window_start = (time.perf_counter(), 0)
+        self._last_exchange, self._next_exchange = StepMark(time.perf_counter(), 0), 0
+        self._window_start = ExampleMark(time.perf_counter(), 0)
         self._display = Display(0, enabled=False)
         self._evaluated_at: int | None = None
 
@@ -162,8 +177,8 @@ class Trainer:
         self._display = display = Display(last_step, state.step, enabled=self.rank == 0)
         if resumed_from is not None:
             display.note(f"resumed from {resumed_from} (epoch {state.epoch}, step {state.step})")
-        self._window_start = (time.perf_counter(), state.step * config.batch_size)
-        self._last_exchange, self._next_exchange = (time.perf_counter(), state.step), 0
+        self._window_start = ExampleMark(time.perf_counter(), state.step * config.batch_size)
+        self._last_exchange, self._next_exchange = StepMark(time.perf_counter(), state.step), 0
         return last_step, display
 
     def _epochs(
@@ -193,8 +208,8 @@ class Trainer:
     def _train_epoch(self, data: Data, last_step: int, display: Display) -> bool:
         """Optimizer steps over the rest of the epoch; False when ``last_step`` comes first."""
         state, accumulate = self.progress, self.config.grad_accum_steps
-        total = datasets.batches_per_epoch(data, self.config, self.world)
-        batches = datasets.train_batches(
+        total = batching.batches_per_epoch(data, self.config, self.world)
+        batches = batching.train_batches(
             data,
             self.config,
             epoch=state.epoch,
@@ -216,15 +231,15 @@ class Trainer:
 
     def forward_loss(self, batch: Any) -> tuple[torch.Tensor, int]:  # noqa: ANN401
         """The loss of one micro-batch (on the device already) and its number of examples."""
-        inputs, targets = datasets.split_batch(batch)
+        inputs, targets = batching.split_batch(batch)
         with autocast(self.device, self.config.precision):
             outputs = self.net(inputs)
             loss = self.loss_fn(outputs, targets)
-        return loss, datasets.batch_size_of(inputs)
+        return loss, batching.batch_size_of(inputs)
 
     def backward(self, batch: Any, *, scale: float, sync: bool) -> None:  # noqa: ANN401
         """Add one micro-batch's gradients; DDP averages them over ranks only when ``sync``."""
-        batch = datasets.to_device(batch, self.device, channels_last=self.config.channels_last)
+        batch = batching.to_device(batch, self.device, channels_last=self.config.channels_last)
         net = self.net
         skip = net.no_sync() if isinstance(net, DistributedDataParallel) and not sync else None
         with skip or contextlib.nullcontext():
@@ -286,7 +301,7 @@ class Trainer:
         stop = clock_due = False
         if agreed is not None:
             stop, clock_due = agreed.stop, agreed.checkpoint_due
-            self._next_exchange = self._last_exchange[1] + agreed.steps
+            self._next_exchange = self._last_exchange.step + agreed.steps
         if step >= self._next_exchange and not stop:
             self._start_exchange(step)
         return stop, clock_due
@@ -295,10 +310,10 @@ class Trainer:
         """Start the next exchange, proposing as its interval the steps that take about
         ``poll_every_s`` at the pace measured since the last one."""
         now = time.perf_counter()
-        since, steps = self._last_exchange
-        per_step = max((now - since) / max(step - steps, 1), 1e-9)
+        since = self._last_exchange
+        per_step = max((now - since.time) / max(step - since.step, 1), 1e-9)
         every = max(1, min(_EXCHANGE_MAX_STEPS, int(self.config.poll_every_s / per_step)))
-        self._last_exchange = (now, step)
+        self._last_exchange = StepMark(now, step)
         self._exchange.start(
             stop=restart.signalled(), checkpoint_due=self._clock_due(), steps=every
         )
@@ -311,13 +326,13 @@ class Trainer:
     def _log_training(self, index: int) -> None:
         """Close the log window at step ``index``: its loss totals go to the other ranks with
         the next exchange; ``lr`` and ``samples_per_s`` are this rank's."""
-        started, examples = self._window_start
+        start = self._window_start
         now, done = time.perf_counter(), self.progress.step * self.config.batch_size
         extra = {
             "lr": float(self.optimizer.param_groups[0]["lr"]),
-            "samples_per_s": (done - examples) / max(now - started, 1e-9),
+            "samples_per_s": (done - start.examples) / max(now - start.time, 1e-9),
         }
-        self._window_start = (now, done)
+        self._window_start = ExampleMark(now, done)
         self._exchange.close(index, self._window, extra)
 
     def _report(self, points: list[Point]) -> None:
@@ -333,7 +348,7 @@ class Trainer:
     def evaluate(self, data: Data, prefix: str = "val") -> Evaluation:
         """The model's metrics on ``data`` over all ranks (every rank must call it)."""
         batch = self.config.eval_micro_batch(self.world)
-        batches, _ = datasets.eval_batches(
+        batches, _ = batching.eval_batches(
             data,
             batch,
             rank=self.rank,
@@ -399,7 +414,7 @@ class Trainer:
         )
 
     def _steps_per_epoch(self, data: Data) -> int:
-        batches = datasets.batches_per_epoch(data, self.config, self.world)
+        batches = batching.batches_per_epoch(data, self.config, self.world)
         if batches == 0:
             raise BlocktrainError(
                 "the training data gives no batch per rank; use more data, a smaller batch_size "

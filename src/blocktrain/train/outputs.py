@@ -20,7 +20,7 @@ import torch
 from blocktrain.core import envvars
 from blocktrain.errors import BlocktrainError
 from blocktrain.track import registry
-from blocktrain.train import data as datasets
+from blocktrain.train import batching
 from blocktrain.train.checkpoint import files as checkpoint_files
 
 if TYPE_CHECKING:
@@ -28,9 +28,9 @@ if TYPE_CHECKING:
 
     from blocktrain.core.values import JSON
     from blocktrain.track import Tracker
+    from blocktrain.train.batching import Data
     from blocktrain.train.checkpoint.saver import Checkpointer
     from blocktrain.train.config import ExportConfig
-    from blocktrain.train.data import Data
 
 _log = logging.getLogger("blocktrain.train")
 
@@ -136,7 +136,7 @@ def final_metrics(latest: Mapping[str, float]) -> dict[str, float]:
 def sample_inputs(data: Data, count: int = 8) -> torch.Tensor:
     """Up to ``count`` inputs of ``data``'s first batch, to trace and check the exports with."""
     batch = next(iter(_first_batches(data, count)))
-    inputs, _ = datasets.split_batch(batch)
+    inputs, _ = batching.split_batch(batch)
     if not isinstance(inputs, torch.Tensor):
         raise BlocktrainError(
             "exports need batches whose inputs are one tensor; set export=None and export "
@@ -148,7 +148,7 @@ def sample_inputs(data: Data, count: int = 8) -> torch.Tensor:
 def _first_batches(data: Data, count: int) -> Iterator[Any]:
     if isinstance(data, torch.utils.data.DataLoader):
         return iter(data)
-    length = datasets.dataset_length(data)
+    length = batching.dataset_length(data)
     indices = list(range(min(count, length)))
     return iter(torch.utils.data.DataLoader(data, batch_size=len(indices), sampler=indices))
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-from blocktrain.core.files import locked
+from blocktrain.core.atomic import locked
 from blocktrain.core.paths import Layout, project_root
 from blocktrain.errors import BlocktrainError
 from blocktrain.track import registry

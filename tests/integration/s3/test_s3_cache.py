@@ -247,12 +247,12 @@ def test_bad_input_gives_one_clear_error_naming_the_path(s3_server: S3Server, tm
 
 
 def test_unreachable_endpoint_is_one_clear_error(tmp_path: Path):
-    from blocktrain.data.retry import RetryPolicy
+    from blocktrain.core.retry import RetryPolicy
     from blocktrain.data.s3 import S3Config
 
     config = S3Config(
         endpoint_url="http://127.0.0.1:9", access_key="k", secret_key="s", region="us-east-1",
-        retry=RetryPolicy(attempts=2, base_s=0.01, max_s=0.01),
+        retry=RetryPolicy(attempts=2, first_delay_s=0.01, max_delay_s=0.01),
     )  # fmt: skip
     with pytest.raises(
         S3UnreachableError, match=r"cannot reach S3 at http://127.0.0.1:9 for s3://b/k"

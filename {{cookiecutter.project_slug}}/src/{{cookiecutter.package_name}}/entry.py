@@ -233,7 +233,7 @@ def use_allocated_cpus() -> None:
 
 def planned_steps(train_data: Dataset[Any], schedule: TrainConfig, world: int) -> int:
     """The optimizer steps the training will take, for the learning-rate schedule."""
-    from blocktrain.train.data import batches_per_epoch
+    from blocktrain.train.batching import batches_per_epoch
 
     batches = batches_per_epoch(train_data, schedule, world)
     steps = -(-batches // schedule.grad_accum_steps) * schedule.epochs

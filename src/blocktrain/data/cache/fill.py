@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from blocktrain.core.files import atomic_path
+from blocktrain.core.atomic import atomic_path
 from blocktrain.data.cache.config import Entry, Verify
 from blocktrain.data.cache.locks import exclusive
 from blocktrain.data.cache.manifest import (

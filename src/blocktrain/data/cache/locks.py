@@ -2,7 +2,7 @@
 removed, and recording who holds it (host, pid, origin) so that a waiter can say whom it waits
 for and ``blocktrain cache size`` can name a partial entry's origin.
 
-Locking itself is ``blocktrain.core.files``; must not touch the entry's files.
+Locking itself is ``blocktrain.core.atomic``; must not touch the entry's files.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from collections.abc import Generator
 from pathlib import Path
 from typing import cast
 
-from blocktrain.core.files import locked
+from blocktrain.core.atomic import locked
 
 _log = logging.getLogger("blocktrain.data")
 

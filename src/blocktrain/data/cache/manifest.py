@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
 
-from blocktrain.core.files import write_text_atomic
+from blocktrain.core.atomic import write_text_atomic
 from blocktrain.data.cache.config import Entry
 from blocktrain.data.objects import Listing, ObjectInfo
 

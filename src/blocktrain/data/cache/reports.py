@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from blocktrain.core.files import try_locked
+from blocktrain.core.atomic import try_locked
 from blocktrain.data.cache.config import CacheConfig, Entry, LevelName
 from blocktrain.data.cache.locks import holder_of
 from blocktrain.data.cache.manifest import read_manifest

@@ -25,7 +25,7 @@ import subprocess
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path, PurePosixPath
 
-from blocktrain.core.files import write_text_atomic
+from blocktrain.core.atomic import write_text_atomic
 from blocktrain.errors import BlocktrainError
 from blocktrain.launch.containers.runtime import Container, Runtime, data_dirs, task_binds
 

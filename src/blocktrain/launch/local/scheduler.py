@@ -14,7 +14,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from blocktrain.core.files import locked
+from blocktrain.core.atomic import locked
 from blocktrain.core.paths import Layout
 from blocktrain.core.values import JSON, to_jsonable
 from blocktrain.errors import BlocktrainError

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from blocktrain.core.files import locked, write_text_atomic
+from blocktrain.core.atomic import locked, write_text_atomic
 from blocktrain.core.paths import Layout
 from blocktrain.core.values import JSON
 from blocktrain.errors import BlocktrainError

@@ -121,8 +121,9 @@ def plan(
 def render(batch: BatchPlan, array_size: int | None = None) -> str:
     """The batch script submitit writes for this plan (for --dry-run and golden tests).
 
-    Rendered here the way submitit renders it, not through submitit's private renderer; the
-    Slurm integration test checks that a submitted job's script is this text.
+    Rendered here the way submitit renders it, not through submitit's private renderer;
+    tests/unit/test_launch_plan.py checks that submitit submits this very text for the same
+    plan, and the Slurm integration test that a submitted job runs it.
     """
     array = array_size if array_size and array_size > 1 else None
     logs = batch.folder / ("%A_%a_%t_log" if array else "%j_%t_log")  # submitit's file names

@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal, cast
 
-from blocktrain.core.files import locked, write_text_atomic
+from blocktrain.core.atomic import locked, write_text_atomic
 from blocktrain.core.paths import LaunchFiles, Layout
 from blocktrain.launch.records import tracking
 from blocktrain.launch.sweeps.expand import Best

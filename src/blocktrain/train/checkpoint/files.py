@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-from blocktrain.core.files import atomic_path, temporary_pattern, write_text_atomic
+from blocktrain.core.atomic import atomic_path, temporary_pattern, write_text_atomic
 from blocktrain.errors import BlocktrainError
 
 if TYPE_CHECKING:

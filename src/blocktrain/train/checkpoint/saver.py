@@ -32,7 +32,7 @@ import torch.distributed as dist
 
 from blocktrain import track
 from blocktrain.core import envvars
-from blocktrain.core.files import write_text_atomic
+from blocktrain.core.atomic import write_text_atomic
 from blocktrain.errors import BlocktrainError
 from blocktrain.train.checkpoint import files as checkpoint
 from blocktrain.train.checkpoint.files import CheckpointConfig

@@ -1,4 +1,4 @@
-"""Atomic writes and locks of ``blocktrain.core.files``: complete content or the old file,
+"""Atomic writes and locks of ``blocktrain.core.atomic``: complete content or the old file,
 never a temporary file left by a failure, the requested permissions, the file and its folder
 synced in that order, crash leftovers recognizable, and locks that exclude each other."""
 
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from blocktrain.core.files import (
+from blocktrain.core.atomic import (
     atomic_output,
     atomic_path,
     locked,
