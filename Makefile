@@ -4,6 +4,10 @@ SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
 UV ?= $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
+# Poetry owns the lock (poetry.lock); its export plugin writes requirements.lock from it.
+POETRY_VERSION := 2.5.1
+POETRY_EXPORT_VERSION := 1.10.1
+POETRY ?= $(HOME)/.local/bin/poetry
 PYTEST_ARGS ?=
 
 .PHONY: help init lock format lint type-check test test-unit bench demo mlflow-server s3-server
@@ -15,14 +19,26 @@ help: ## list the targets
 $(UV):
 	python3 -m pip install --quiet --user uv 2>/dev/null || python3 -m pip install --quiet --break-system-packages --user uv
 
-init: | $(UV) ## create .venv from requirements.lock and install blocktrain editable
-	$(UV) venv --quiet --allow-existing --python 3.11 $(VENV) 2>/dev/null || $(UV) venv --quiet --allow-existing $(VENV)
-	VIRTUAL_ENV=$(VENV) $(UV) pip sync --quiet requirements.lock
-	VIRTUAL_ENV=$(VENV) $(UV) pip install --quiet --no-deps -e .
+$(POETRY): | $(UV)
+	UV_TOOL_BIN_DIR=$(dir $(POETRY)) $(UV) tool install --quiet poetry==$(POETRY_VERSION) \
+		--with poetry-plugin-export==$(POETRY_EXPORT_VERSION)
 
-lock: | $(UV) ## re-resolve pyproject.toml into the hashed, universal requirements.lock
-	$(UV) pip compile pyproject.toml --group dev --universal --generate-hashes \
-		--python-version 3.11 --quiet -o requirements.lock
+init: | $(UV) ## create .venv with exactly the locked packages (requirements.lock) and blocktrain editable
+	$(UV) venv --quiet --allow-existing --python 3.11 $(VENV) 2>/dev/null || $(UV) venv --quiet --allow-existing $(VENV)
+	VIRTUAL_ENV=$(VENV) $(UV) pip sync --quiet --require-hashes --compile-bytecode requirements.lock
+	VIRTUAL_ENV=$(VENV) $(UV) pip install --quiet --no-deps --compile-bytecode -e .
+
+# The mlflow caps in pyproject.toml (<3.18) stay while mlflow 3.18 does not resolve on the
+# package index (it lacked mlflow-tracing 3.18.0); the first step says when they can go.
+# `poetry lock` keeps the locked versions that still fit; LOCK_ARGS=--regenerate re-resolves all.
+lock: | $(UV) $(POETRY) ## re-lock pyproject.toml into poetry.lock, exported to the hashed requirements.lock
+	@echo 'mlflow>=3.18' | $(UV) pip compile --quiet --no-header --python-version 3.11 - >/dev/null 2>&1 \
+		&& echo "make lock: mlflow 3.18 resolves now: the <3.18 caps on mlflow and mlflow-skinny" \
+			"(pyproject.toml, the template's pyproject.toml) can go" >&2 || true
+	$(POETRY) lock $(LOCK_ARGS)
+	@{ echo "# Generated from poetry.lock by \`make lock\` (poetry export); do not edit."; \
+		$(POETRY) export --format requirements.txt --with dev; } > requirements.lock.new
+	@mv requirements.lock.new requirements.lock
 
 format: ## format and auto-fix the code
 	$(VENV)/bin/ruff format .
@@ -31,7 +47,8 @@ format: ## format and auto-fix the code
 # The bash scripts, known by their first line: scripts/ mixes them with suffixless Python.
 SHELL_SCRIPTS = $(shell grep -l '^\#!.*bash' scripts/* .ci/*)
 
-lint: ## check formatting and lint rules without changing files (ruff; shellcheck for bash)
+lint: | $(POETRY) ## check formatting and lint rules without changing files (ruff; shellcheck for bash; the lock)
+	$(POETRY) check --lock
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/ruff check .
 	@command -v shellcheck >/dev/null || { echo "shellcheck not found: apt-get install shellcheck" >&2; exit 1; }

@@ -101,9 +101,11 @@ def source_from(values: Mapping[str, object]) -> str:
 
 
 class TemplateSource(Extension):
-    """Adds the filters `blocktrain_source` (for the files) and `blocktrain_choice` (hooks)."""
+    """Adds the filters `blocktrain_source` (for the files), `blocktrain_choice` and
+    `template_folder` (hooks: the folder holding hooks/, absolute, whatever it is applied to)."""
 
     def __init__(self, environment: Environment) -> None:
         super().__init__(environment)
         environment.filters["blocktrain_source"] = source_of
         environment.filters["blocktrain_choice"] = choice_of
+        environment.filters["template_folder"] = lambda _: str(TEMPLATE_FOLDER)

@@ -47,7 +47,10 @@ def test_each_upper_cap_says_why_and_the_mlflow_cap_is_checked_at_lock_time():
         for number, line in enumerate((REPO / "pyproject.toml").read_text().splitlines())
         if re.match(r'\s*"[A-Za-z0-9_.\[\]-]+[^"]*,<[\d.]+"', line)
     ]
-    assert [line.split('"')[1] for _, line in capped] == ["mlflow-skinny>=3.0,<3.18", "mlflow>=3.0,<3.18"]
+    assert [line.split('"')[1] for _, line in capped] == [
+        "mlflow-skinny>=3.0,<3.18",
+        "mlflow>=3.0,<3.18",
+    ]
     lines = (REPO / "pyproject.toml").read_text().splitlines()
     for number, line in capped:
         assert "#" in line or lines[number - 1].strip().startswith("#"), line
@@ -99,4 +102,6 @@ def test_the_cuda_group_follows_what_the_locked_cuda_toolkit_asks_for():
     }
     text = (REPO / "{{cookiecutter.project_slug}}" / "pyproject.toml").read_text()
     template = tomllib.loads("\n".join(x for x in text.splitlines() if not x.startswith("{%")))
-    assert template["tool"]["poetry"]["group"]["cuda"] == pyproject["tool"]["poetry"]["group"]["cuda"]
+    assert (
+        template["tool"]["poetry"]["group"]["cuda"] == pyproject["tool"]["poetry"]["group"]["cuda"]
+    )

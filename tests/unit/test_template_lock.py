@@ -9,6 +9,7 @@ BLOCKTRAIN). The post-generation hook rewrites blocktrain's source and the conte
 (tests/integration/template).
 """
 
+import functools
 import re
 import tomllib
 from pathlib import Path
@@ -47,11 +48,17 @@ def test_the_template_locks_name_no_index_and_no_jinja(name: str):
         assert jinja not in text
 
 
+@functools.cache
+def template_lock() -> tuple[str, Pins]:
+    """The template's poetry.lock: its text and its third-party pins."""
+    return (TEMPLATE / "poetry.lock").read_text(), third_party(locked(TEMPLATE / "poetry.lock"))
+
+
 def baked(source: str, project: Path) -> tuple[str, dict[str, str], str]:
     """The template's lock baked for `source`: its text, blocktrain's source table, and the
     pyproject.toml it was baked for."""
     pyproject = f'[project]\nname = "p"\ndependencies = ["{source}", "torch>=2.4"]\n'
-    lock = (TEMPLATE / "poetry.lock").read_text()
+    lock = template_lock()[0]
     text = template_lock_module().baked_lock(lock, pyproject, source_of(source), project)
     blocktrain = next(p for p in tomllib.loads(text)["package"] if p["name"] == "blocktrain")
     return text, blocktrain.get("source", {}), pyproject
@@ -86,8 +93,7 @@ def test_a_bake_fits_blocktrain_and_the_content_hash_and_nothing_else(
     assert tomllib.loads(text)["metadata"]["content-hash"] == (
         template_lock_module().content_hash(tomllib.loads(pyproject))
     )
-    before = locked(TEMPLATE / "poetry.lock")
-    assert locked_without_blocktrain(text) == third_party(before)
+    assert locked_without_blocktrain(text) == template_lock()[1]
 
 
 def locked_without_blocktrain(text: str) -> Pins:

@@ -39,6 +39,8 @@ EXPECTED_FILES = [
     "apptainer/training.def",
     "experiments/ablation.yaml",
     "experiments/baseline.yaml",
+    "poetry.lock",
+    "poetry.toml",
     "pyproject.toml",
     "requirements.lock",
     "slurm/gpu.yaml",
@@ -215,6 +217,10 @@ def test_plain_cookiecutter_from_git_installs_that_repository(tmp_path: Path, ch
     assert requirement in dependencies(root)
     assert f"BLOCKTRAIN ?= {requirement}\n" in (root / "Makefile").read_text()
     assert "SLURM_CONF" not in (root / ".envrc").read_text()
+    # The post-generation hook points the template's poetry.lock at the same repository.
+    lock = tomllib.loads((root / "poetry.lock").read_text())
+    [blocktrain] = [package for package in lock["package"] if package["name"] == "blocktrain"]
+    assert blocktrain["source"] == {"type": "git", "url": url, "reference": checkout or "HEAD"}
 
 
 def test_plain_cookiecutter_from_a_zip_needs_blocktrain_given(tmp_path: Path):
