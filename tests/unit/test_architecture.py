@@ -29,7 +29,7 @@ ALLOWED: dict[str, set[str]] = {
     "notify": {"core", "errors", "track"},
     "data": {"core", "errors", "track"},
     "annotate": {"notify", "track"},
-    "train": {"core", "errors", "distributed", "restart", "track", "data"},
+    "train": {"core", "errors", "entry", "distributed", "restart", "track", "data"},
     "launch": {"core", "errors", "entry", "distributed", "restart", "track", "notify"},
     "cli": {"core", "errors", "entry", "secrets", "track", "data", "launch"},
     "__init__": {"annotate", "errors", "track"},

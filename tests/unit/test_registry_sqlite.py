@@ -29,8 +29,10 @@ from blocktrain.train import (
     TrainConfigError,
     Trainer,
     accuracy,
+    checkpoint_of,
     evaluate,
     find_checkpoint,
+    recorded_args,
     registered_checkpoint,
 )
 from blocktrain.train.checkpoint import files as checkpoint
@@ -129,6 +131,20 @@ def test_a_models_uri_loads_the_best_checkpoints_weights_and_arguments(inside: P
         assert torch.equal(registered["model"][name], tensor), name
     # Kept once: the next call reads the same file.
     assert registered_checkpoint(f"models:/{NAME}/latest").path == kept.path
+
+
+@dataclass(frozen=True)
+class Kept:
+    """What the training kept in its checkpoints (``args``), as an entry function reads it."""
+
+    classes: int
+    dropout: float
+
+
+def test_a_models_uri_names_its_checkpoint_and_training_run(inside: Project) -> None:
+    found = checkpoint_of(model=f"models:/{NAME}/1")
+    assert found == (registered_checkpoint(f"models:/{NAME}/1").path, inside.run_id)
+    assert recorded_args(found.path, Kept) == Kept(classes=3, dropout=0.2)
 
 
 def test_evaluate_gives_the_same_metrics_from_the_uri_as_from_the_checkpoint(

@@ -3,6 +3,7 @@
 - :mod:`.worker`: the callable each task runs (pickled by submitit, or started by the local
   supervisor): it installs the restart protocol, restores the run's environment and code, sets
   up torch.distributed and calls the entry function with the run's arguments;
+- :mod:`.cpus`: as many torch threads as the task has CPUs, set by the worker for every job;
 - :mod:`.jobspec`: what the launcher hands a task (a plain, picklable description);
 - :mod:`.protocol`: the signal handlers that only set a flag, the agreement of all ranks at a
   step boundary (:func:`should_stop`, :func:`signalled`) and how an attempt leaves

@@ -1,10 +1,11 @@
 """The callable every task of a launched job runs (pickled by submitit, executed in the task).
 
-It restores the run's environment and code, installs the restart protocol, sets up
-torch.distributed from Slurm's variables, and calls the entry function with the run's
-recorded arguments. When it crashes, rank 0 records the crash and asks for a new attempt
-within the crash budget, unless the crash repeats the previous attempt's before any step
-(see :func:`blocktrain.restart.judge_crash`).
+It restores the run's environment and code, installs the restart protocol, gives torch as
+many threads as the task has CPUs (:mod:`blocktrain.restart.cpus`), sets up torch.distributed
+from Slurm's variables, and calls the entry function with the run's recorded arguments. When
+it crashes, rank 0 records the crash and asks for a new attempt within the crash budget,
+unless the crash repeats the previous attempt's before any step (see
+:func:`blocktrain.restart.judge_crash`).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from blocktrain.entry import load_entry, validate
 from blocktrain.entry.argfiles import ArgSet
 from blocktrain.errors import BlocktrainError, RequeueRequested, StopRequested
 from blocktrain.restart import requeue
+from blocktrain.restart.cpus import use_allocated_cpus
 from blocktrain.restart.jobspec import JobSpec
 
 if TYPE_CHECKING:
@@ -61,6 +63,7 @@ class Worker:
         if context.world_size > 1 and "MASTER_PORT" not in os.environ:
             key = f"{config.job_key}-{context.restart_count}"
             os.environ["MASTER_PORT"] = str(agree_port(run.rendezvous, key, context.rank))
+        use_allocated_cpus()
         with restart.protocol(config), distributed.process_group():
             try:
                 func(**kwargs)

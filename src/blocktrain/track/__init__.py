@@ -2,7 +2,7 @@
 
 - :mod:`~blocktrain.track.run`: ``@track`` and :func:`tracking`, one attempt of a run in order;
 - :mod:`~blocktrain.track.tracker`: :class:`TrackConfig` and the :class:`Tracker` handle that
-  user code logs through (:func:`current`, :func:`log_metrics`);
+  user code logs through (:func:`current`, :func:`log_metrics`, :func:`nest_under`);
 - :mod:`~blocktrain.track.lifecycle`: opening or resuming the run (params checked, tags) and
   closing it;
 - :mod:`~blocktrain.track.attemptlogs`: each attempt's captured logs, ``attempt.json``,
@@ -25,7 +25,14 @@ about Slurm commands; the job's identity comes from :mod:`blocktrain.core.jobenv
 
 from blocktrain.track.lifecycle import ATTEMPT_TAG
 from blocktrain.track.run import track, tracking
-from blocktrain.track.tracker import TrackConfig, Tracker, current, log_metrics, param_strings
+from blocktrain.track.tracker import (
+    TrackConfig,
+    Tracker,
+    current,
+    log_metrics,
+    nest_under,
+    param_strings,
+)
 
 __all__ = [
     "ATTEMPT_TAG",
@@ -33,6 +40,7 @@ __all__ = [
     "Tracker",
     "current",
     "log_metrics",
+    "nest_under",
     "param_strings",
     "track",
     "tracking",

@@ -1,4 +1,5 @@
-"""The handle user code logs through: :class:`Tracker`, :func:`current`, :func:`log_metrics`.
+"""The handle user code logs through: :class:`Tracker`, :func:`current`, :func:`log_metrics`,
+:func:`nest_under`.
 
 Owns where a run is tracked (:class:`TrackConfig`, read from the environment) and which tracker
 is current in this context. Logging only queues records on the run's writer; opening and
@@ -32,6 +33,10 @@ _current: contextvars.ContextVar[Tracker | None] = contextvars.ContextVar(
     "blocktrain_tracker", default=None
 )
 _PARAM_VALUE_LIMIT = 6000
+PARENT_TAG = "mlflow.parentRunId"
+"""The tag that nests a run under another in the MLflow UI."""
+MODEL_TAG = "blocktrain.model"
+"""The registered model version (``models:/NAME/VERSION``) that a run read."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -185,6 +190,23 @@ def log_metrics(metrics: Mapping[str, float], step: int | None = None) -> None:
     tracker = current()
     if tracker is not None:
         tracker.log_metrics(metrics, step)
+
+
+def nest_under(run_id: str, model: str | None = None) -> None:
+    """Show the current run under the run ``run_id`` in the MLflow UI (:data:`PARENT_TAG`),
+    naming the registered model version it used (:data:`MODEL_TAG`), if any.
+
+    For a call that reads what a training made (evaluate, predict): its run is then listed
+    under the training run. A no-op outside a tracked call, on ranks other than 0, and when
+    the current run is ``run_id`` itself (a call that resumed the training run).
+    """
+    tracker = current()
+    if tracker is None or tracker.run_id == run_id:
+        return
+    tags = {PARENT_TAG: run_id}
+    if model is not None:
+        tags[MODEL_TAG] = model
+    tracker.set_tags(tags)
 
 
 def param_strings(params: Mapping[str, object]) -> dict[str, str]:

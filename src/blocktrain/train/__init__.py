@@ -3,9 +3,14 @@
 - :mod:`~blocktrain.train.config`: the settings (``TrainConfig``, ``EarlyStopping``,
   ``ExportConfig``; ``CheckpointConfig`` lives in :mod:`blocktrain.train.checkpoint`);
 - :mod:`~blocktrain.train.loop`: ``Trainer`` (fit, evaluate, checkpoint state);
-- :mod:`~blocktrain.train.inference`: ``evaluate`` and ``predict`` from a run's checkpoint;
+- :mod:`~blocktrain.train.inference`: ``evaluate`` and ``predict`` from a run's checkpoint,
+  and ``checkpoint_of``, the checkpoint (and run) that a run id or a registered model names;
 - :mod:`~blocktrain.train.registered`: a registered model version (``models:/NAME/VERSION``)
   as a checkpoint;
+- :mod:`~blocktrain.train.checkpoint.args`: ``record_args`` and ``recorded_args``, what a
+  training keeps in every checkpoint to rebuild its network, as a dataclass of its own;
+- :mod:`~blocktrain.train.batching`: ``planned_steps``, the optimizer steps a training takes
+  (for a learning-rate schedule), and the per-rank batches;
 - :mod:`~blocktrain.train.evaluation`: ``evaluate_model``, a model's metrics over all ranks;
 - :mod:`~blocktrain.train.device`: the device, mixed precision, the compiled and DDP-wrapped
   model, ``seed_everything``;
@@ -33,10 +38,19 @@ from blocktrain.train.checkpoint import CheckpointConfig
 from blocktrain.train.config import EarlyStopping, ExportConfig, TrainConfig, TrainConfigError
 
 if TYPE_CHECKING:
+    from blocktrain.train.batching import planned_steps
+    from blocktrain.train.checkpoint.args import record_args, recorded_args
     from blocktrain.train.checkpoint.saver import default_folder
     from blocktrain.train.device import seed_everything
     from blocktrain.train.evaluation import evaluate_model
-    from blocktrain.train.inference import evaluate, find_checkpoint, load_weights, predict
+    from blocktrain.train.inference import (
+        RunCheckpoint,
+        checkpoint_of,
+        evaluate,
+        find_checkpoint,
+        load_weights,
+        predict,
+    )
     from blocktrain.train.loop import Trainer
     from blocktrain.train.metrics import accuracy
     from blocktrain.train.registered import registered_checkpoint
@@ -52,22 +66,32 @@ _LAZY = {
     "find_checkpoint": "inference",
     "load_weights": "inference",
     "registered_checkpoint": "registered",
+    "checkpoint_of": "inference",
+    "RunCheckpoint": "inference",
+    "planned_steps": "batching",
+    "record_args": "checkpoint.args",
+    "recorded_args": "checkpoint.args",
 }
 
 __all__ = [
     "CheckpointConfig",
     "EarlyStopping",
     "ExportConfig",
+    "RunCheckpoint",
     "TrainConfig",
     "TrainConfigError",
     "Trainer",
     "accuracy",
+    "checkpoint_of",
     "default_folder",
     "evaluate",
     "evaluate_model",
     "find_checkpoint",
     "load_weights",
+    "planned_steps",
     "predict",
+    "record_args",
+    "recorded_args",
     "registered_checkpoint",
     "seed_everything",
 ]

@@ -101,6 +101,14 @@ def batches_per_epoch(data: Data, config: TrainConfig, world: int) -> int:
     return len(shard) // micro if config.drop_last else -(-len(shard) // micro)
 
 
+def planned_steps(data: Data, config: TrainConfig, world: int) -> int:
+    """The optimizer steps a training on ``data`` with ``world`` ranks takes: every epoch's,
+    capped by ``max_steps``; what a learning-rate schedule built before ``fit`` spans."""
+    per_epoch = -(-batches_per_epoch(data, config, world) // config.grad_accum_steps)
+    steps = per_epoch * config.epochs
+    return min(steps, config.max_steps or steps)
+
+
 def eval_batches(
     data: Data, batch: int, *, rank: int, world: int, num_workers: int, pin_memory: bool
 ) -> tuple[Iterable[Any], list[int] | None]:

@@ -19,7 +19,7 @@ import json
 import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, cast
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, cast
 
 import torch
 import torch.distributed as dist
@@ -116,6 +116,37 @@ def find_checkpoint(
             f"{' and its MLflow artifacts' if run_id else ''}); check the id, or train it first"
         )
     return found
+
+
+class RunCheckpoint(NamedTuple):
+    """A checkpoint to load, and the training run it belongs to."""
+
+    path: Path
+    run_id: str
+
+
+def checkpoint_of(
+    *, run_id: str | None = None, model: str | None = None, which: Which = "best"
+) -> RunCheckpoint:
+    """The checkpoint an ``evaluate`` or ``predict`` entry function loads, and its training run.
+
+    Exactly one of the two names it: ``run_id``, a training run (its best or last checkpoint,
+    as :func:`find_checkpoint` finds it), or ``model``, a registered model version
+    (``models:/NAME/VERSION``, ``models:/NAME/latest``, ``models:/NAME@ALIAS``; the run is the
+    one it was registered from, and ``which`` does not apply).
+    """
+    if (run_id is None) == (model is None):
+        raise BlocktrainError(
+            "name the trained model once: a training run, or a registered model version "
+            "(models:/NAME/VERSION)"
+        )
+    if model is not None:
+        from blocktrain.train.registered import registered_checkpoint
+
+        kept = registered_checkpoint(model)
+        return RunCheckpoint(kept.path, kept.run_id)
+    run = cast("str", run_id)
+    return RunCheckpoint(find_checkpoint(run_id=run, which=which), run)
 
 
 def load_weights(

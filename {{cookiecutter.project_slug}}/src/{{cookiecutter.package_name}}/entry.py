@@ -19,11 +19,9 @@ functions, so ``--help`` and slurm-launch's checks answer at once.
 
 from __future__ import annotations
 
-import dataclasses
-import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, cast
+from typing import TYPE_CHECKING, Literal, cast
 
 import blocktrain
 from blocktrain.entry import main
@@ -37,12 +35,21 @@ from {{ cookiecutter.package_name }}.model import Model, Optim, build, optimizer
 if TYPE_CHECKING:
     import torch
     from blocktrain.core.values import JSON
-    from torch import nn
-    from torch.utils.data import Dataset
 
 SCHEDULE = TrainConfig(
     epochs=12, batch_size=64, monitor="val_accuracy", mode="max", log_every_steps=10
 )
+
+
+@dataclass(frozen=True, slots=True)
+class Trained:
+    """What every checkpoint keeps for evaluate and predict: the dataset and network settings,
+    the class names and the normalization of the training images."""
+
+    data: Data
+    model: Model
+    classes: tuple[str, ...]
+    normalization: Normalization
 
 
 @blocktrain.entrypoint
@@ -76,12 +83,13 @@ def train(
         Trainer,
         accuracy,
         default_folder,
+        planned_steps,
+        record_args,
     )
     from torch import nn
 
     if register_as is not None and not export:
         raise BlocktrainError("register_as registers the exported model: set export: true")
-    use_allocated_cpus()
     with distributed.process_group() as place:
         splits = load(data)
         torch.manual_seed(schedule.seed)  # pyright: ignore[reportUnknownMemberType]
@@ -98,7 +106,7 @@ def train(
             checkpoint=CheckpointConfig(folder=default_folder(), every_steps=checkpoint_every),
             export=ExportConfig(register_as=register_as) if export else None,
             class_names=splits.classes,
-            args=recorded(data, model, splits.classes, splits.normalization),
+            args=record_args(Trained(data, model, splits.classes, splits.normalization)),
         )
         values = trainer.fit(splits.train, splits.val)
     print(f"validation accuracy {values['val_accuracy']:.3f}")
@@ -124,19 +132,18 @@ def evaluate(
         which: the run's best checkpoint (highest validation accuracy) or its last one
     """
     from blocktrain import distributed
-    from blocktrain.train import accuracy
+    from blocktrain.track import nest_under
+    from blocktrain.train import accuracy, checkpoint_of, recorded_args
     from blocktrain.train import evaluate as evaluate_model
     from torch import nn
 
-    use_allocated_cpus()
     with distributed.process_group():
-        path, run = checkpoint_of(run_id, model, which)
-        if model is not None:
-            nest_under(run, model)
-        trained = restore(path)
+        path, run = checkpoint_of(run_id=run_id, model=model, which=which)
+        nest_under(run, model)  # with --model, this call's run under the training run
+        trained = recorded_args(path, Trained)
         splits = load(trained.data, log_stats=False)
         values = evaluate_model(
-            trained.network,
+            build(trained.model, len(trained.classes)),
             splits.test,
             checkpoint_path=path,
             loss_fn=nn.functional.cross_entropy,
@@ -170,13 +177,15 @@ def predict(
         which: the run's best checkpoint or its last one
     """
     import torch
+    from blocktrain.track import nest_under
+    from blocktrain.train import checkpoint_of, recorded_args
     from blocktrain.train import predict as predict_rows
     from torch.utils.data import TensorDataset
 
     from {{ cookiecutter.package_name }}.video import read_y4m
 
-    path, run = checkpoint_of(run, model, which)
-    trained = restore(path)
+    path, run = checkpoint_of(run_id=run, model=model, which=which)
+    trained = recorded_args(path, Trained)
     clip = read_y4m(video)
     frames = torch.as_tensor(clip.frames).permute(0, 3, 1, 2)
     inputs = eval_transform(trained.data.size, trained.normalization)(frames)
@@ -186,98 +195,10 @@ def predict(
     def rows(outputs: torch.Tensor) -> list[dict[str, JSON]]:
         return frame_rows(outputs, trained.classes)
 
-    predict_rows(trained.network, TensorDataset(inputs), target, checkpoint_path=path, rows=rows)
+    network = build(trained.model, len(trained.classes))
+    predict_rows(network, TensorDataset(inputs), target, checkpoint_path=path, rows=rows)
     print(
         f"labelled {len(frames)} frames of {video} in {target} ({model or path.name} of run {run})"
-    )
-
-
-def checkpoint_of(
-    run: str | None, model: str | None, which: Literal["best", "last"]
-) -> tuple[Path, str]:
-    """The checkpoint that evaluate and predict load, and the training run it belongs to: the
-    run's own (best or last), or a registered model version's (models:/NAME/VERSION)."""
-    from blocktrain.train import find_checkpoint, registered_checkpoint
-
-    if (run is None) == (model is None):
-        raise BlocktrainError(
-            "name the trained model once: a training run, or a registered model as "
-            "--model models:/NAME/VERSION"
-        )
-    if model is not None:
-        kept = registered_checkpoint(model)
-        return kept.path, kept.run_id
-    return find_checkpoint(run_id=run, which=which), cast("str", run)
-
-
-def nest_under(run: str, model: str | None) -> None:
-    """Show this call's run under the training run in the MLflow UI, naming the registered
-    model it used, if any."""
-    tracker = blocktrain.current()
-    if tracker is not None:
-        tags = {"mlflow.parentRunId": run}
-        if model is not None:
-            tags["blocktrain.model"] = model
-        tracker.set_tags(tags)
-
-
-def use_allocated_cpus() -> None:
-    """One torch thread per CPU Slurm gave the task: by default torch starts one per core of
-    the node, and the ranks sharing the node would fight over the cores."""
-    import torch
-
-    cpus = os.environ.get("SLURM_CPUS_PER_TASK", "")
-    if cpus.isdigit():
-        torch.set_num_threads(int(cpus))
-
-
-def planned_steps(train_data: Dataset[Any], schedule: TrainConfig, world: int) -> int:
-    """The optimizer steps the training will take, for the learning-rate schedule."""
-    from blocktrain.train.batching import batches_per_epoch
-
-    batches = batches_per_epoch(train_data, schedule, world)
-    steps = -(-batches // schedule.grad_accum_steps) * schedule.epochs
-    return min(steps, schedule.max_steps or steps)
-
-
-def recorded(
-    data: Data, model: Model, classes: tuple[str, ...], norm: Normalization
-) -> dict[str, JSON]:
-    """What every checkpoint keeps for evaluate and predict: the dataset and network settings,
-    the class names and the normalization of the training images."""
-    return {
-        "data": cast("JSON", dataclasses.asdict(data)),
-        "model": cast("JSON", dataclasses.asdict(model)),
-        "classes": list(classes),
-        "mean": list(norm.mean),
-        "std": list(norm.std),
-    }
-
-
-@dataclass(frozen=True, slots=True)
-class Trained:
-    """A training run's network (weights not loaded yet) and what its inputs need."""
-
-    network: nn.Module
-    data: Data
-    classes: tuple[str, ...]
-    normalization: Normalization
-
-
-def restore(checkpoint_path: Path) -> Trained:
-    """Rebuild the network a checkpoint was trained with, from what :func:`recorded` kept."""
-    from blocktrain.train.checkpoint import files as checkpoint
-
-    kept = cast("dict[str, object]", checkpoint.load(checkpoint_path)["args"])
-    classes = tuple(cast("list[str]", kept["classes"]))
-    model = Model(**cast("dict[str, float]", kept["model"]))
-    return Trained(
-        network=build(model, len(classes)),
-        data=Data(**cast("dict[str, object]", kept["data"])),  # pyright: ignore[reportArgumentType]
-        classes=classes,
-        normalization=Normalization(
-            tuple(cast("list[float]", kept["mean"])), tuple(cast("list[float]", kept["std"]))
-        ),
     )
 
 

@@ -19,6 +19,7 @@ from blocktrain.core.values import JSON, flatten
 from blocktrain.track import ATTEMPT_TAG, param_strings
 from blocktrain.track.backend import EMBEDDED_ARTIFACTS, MlflowBackend
 from blocktrain.track.gitstate import GitState, git_tags
+from blocktrain.track.tracker import PARENT_TAG
 
 
 def backend(uri: str, root: Path) -> MlflowBackend:
@@ -26,7 +27,6 @@ def backend(uri: str, root: Path) -> MlflowBackend:
     return MlflowBackend(uri, artifacts)
 
 
-PARENT_TAG = "mlflow.parentRunId"
 SWEEP_TAG = "blocktrain.sweep"
 
 

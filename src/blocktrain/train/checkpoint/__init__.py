@@ -4,7 +4,9 @@
   atomic save, finding the newest good one, pruning, the best marker, RNG state, and
   ``CheckpointConfig``; torch is imported only when a function needs it;
 - :mod:`~blocktrain.train.checkpoint.saver`: ``Checkpointer``, which snapshots a training
-  state into reused buffers and writes it in the background, and ``resume_state``.
+  state into reused buffers and writes it in the background, and ``resume_state``;
+- :mod:`~blocktrain.train.checkpoint.args`: what an entry function keeps in every checkpoint
+  (``record_args``) and reads back as its own dataclass (``recorded_args``).
 
 Must not: decide when to stop or requeue (that is :mod:`blocktrain.restart`), or talk to Slurm.
 """
