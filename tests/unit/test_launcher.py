@@ -7,18 +7,17 @@ What Slurm makes of a submission is tested on the local cluster (tests/integrati
 from __future__ import annotations
 
 import json
-import shutil
 import sys
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+from launchkit import ENTRY_SOURCE, MODULE, PROFILE, RecordingScheduler, run
 
 from blocktrain.core.paths import Layout
 from blocktrain.errors import ArgsError, BlocktrainError
-from blocktrain.launch.launcher import DRY_RUN_ID, LaunchRequest, LaunchResult, launch
+from blocktrain.launch.launcher import DRY_RUN_ID
 from blocktrain.launch.profile import ProfileError, load_profile
 from blocktrain.launch.records import tracking
 from blocktrain.launch.records.store import read_record
@@ -27,81 +26,7 @@ from blocktrain.launch.slurm.commands import QueueEntry
 from blocktrain.launch.slurm.submit import BatchJobs, Submitted
 from blocktrain.launch.sweeps import parentrun
 from blocktrain.track import ATTEMPT_TAG
-from blocktrain.track.backend import EMBEDDED_DB, MlflowBackend
-
-MODULE = "launcher_entry"
-ENTRY_SOURCE = '''
-def train(*, steps: int = 5, lr: float = 0.1) -> None:
-    """Train a little.
-
-    Args:
-        steps: optimizer steps
-        lr: learning rate
-    """
-'''
-PROFILE = "partition: debug\nnodes: 1\ntasks_per_node: 2\ntime: 30\n"
-
-
-@dataclass
-class RecordingScheduler:
-    """Slurm's part, recorded: each submission gets the next job id (an array's elements
-    ``N_0``, ``N_1``, ...); ``queue`` is what squeue would list; ``refusal`` fails submissions."""
-
-    queue: list[QueueEntry] = field(default_factory=list[QueueEntry])
-    refusal: BlocktrainError | None = None
-    submitted: list[BatchJobs] = field(default_factory=list[BatchJobs])
-    asked: list[list[str]] = field(default_factory=list[list[str]])
-
-    def submit(self, jobs: BatchJobs) -> list[Submitted]:
-        self.submitted.append(jobs)
-        if self.refusal is not None:
-            raise self.refusal
-        job = 100 + len(self.submitted)
-        ids = [str(job)] if len(jobs.specs) == 1 else [f"{job}_{i}" for i in range(len(jobs.specs))]
-        return [Submitted(job_id=i, watcher_id=str(job + 50)) for i in ids]
-
-    def queued(self, job_ids: Sequence[str]) -> list[QueueEntry]:
-        self.asked.append(list(job_ids))
-        return list(self.queue)
-
-
-@pytest.fixture
-def root(tmp_path: Path) -> Iterator[Path]:
-    """A project with an entry module, a profile and an argument file, outside any git repo."""
-    project = tmp_path / "proj"
-    (project / "slurm").mkdir(parents=True)
-    (project / "pyproject.toml").write_text(f'[tool.blocktrain]\nentry-module = "{MODULE}"\n')
-    (project / f"{MODULE}.py").write_text(ENTRY_SOURCE)
-    (project / "slurm" / "local.yaml").write_text(PROFILE)
-    (project / "exp.yaml").write_text("steps: 7\n")
-    yield project
-    sys.modules.pop(MODULE, None)  # the next test's project holds a module of the same name
-
-
-@pytest.fixture(scope="module")
-def empty_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An embedded MLflow database with its tables made: creating them takes seconds."""
-    database = tmp_path_factory.mktemp("store") / EMBEDDED_DB
-    MlflowBackend(f"sqlite:///{database}")
-    return database
-
-
-@pytest.fixture
-def project(root: Path, empty_store: Path) -> Path:
-    """The project, with an embedded MLflow store of its own."""
-    shutil.copy(empty_store, root / EMBEDDED_DB)
-    return root
-
-
-def run(
-    root: Path, scheduler: RecordingScheduler, entry: str = "train", **request: Any
-) -> LaunchResult:
-    return launch(
-        LaunchRequest(entry=entry, **request),
-        root=root,
-        scheduler=scheduler,
-        environ={},  # the project's embedded store; the experiment is named after the folder
-    )
+from blocktrain.track.backend import EMBEDDED_DB
 
 
 def test_a_launch_freezes_the_code_creates_the_run_and_submits_its_plan(project: Path):
@@ -296,7 +221,6 @@ def test_relaunch_submits_the_same_run_at_its_next_attempt(project: Path):
     store.client.set_tag(first.run_id, ATTEMPT_TAG, "2")  # two attempts ran, then it stopped
     run_files = layout.run(first.run_id)
     run_files.stop_marker.touch()
-    run_files.finished_marker.touch()
 
     result = run(project, scheduler, run_id=first.run_id)
 
@@ -309,7 +233,6 @@ def test_relaunch_submits_the_same_run_at_its_next_attempt(project: Path):
     jobs = read_record(layout, first.run_id).jobs
     assert [(j.job_id, j.kind) for j in jobs] == [("101", "launch"), ("102", "relaunch")]
     assert not run_files.stop_marker.exists()
-    assert not run_files.finished_marker.exists()
     assert len(store.client.search_runs([store.experiment_id(project.name)])) == 1
 
 
@@ -344,7 +267,11 @@ def test_relaunch_checks_the_container_before_it_submits(project: Path):
         ({"args": (Path("missing.yaml"),)}, ArgsError, "missing.yaml: no such arguments file"),
         ({"overrides": ("stepz=3",)}, ArgsError, "unknown argument 'stepz' for train"),
         ({"entry": "trian"}, BlocktrainError, f"{MODULE} has no function 'trian'"),
-        ({"run_id": "0123456789abcdef"}, BlocktrainError, "no run 0123456789abcdef"),
+        (
+            {"run_id": "0123456789abcdef"},
+            BlocktrainError,
+            "no run or job matches .0123456789abcdef",
+        ),
         ({"executor": "nonsense"}, BlocktrainError, "unknown executor 'nonsense'; use --executor"),
         ({"slurm": ("executor=cloud",)}, ProfileError, "executor: "),
         ({"name": "two\nlines"}, ArgsError, "--name must be one non-empty line"),

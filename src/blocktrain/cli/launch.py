@@ -7,12 +7,15 @@ runs, submission and its rollback) is :mod:`blocktrain.launch.launcher`.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from types import FrameType
+from typing import NoReturn
 
 from blocktrain.core.paths import project_root
-from blocktrain.errors import BlocktrainError
+from blocktrain.errors import BlocktrainError, Terminated
 from blocktrain.launch.launcher import LaunchRequest, LaunchResult, launch
 
 DESCRIPTION = """\
@@ -107,15 +110,31 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     options = build_parser().parse_args(argv)
+    # A SIGTERM (a closed terminal, a timeout around the command) unwinds like Ctrl-C, so
+    # that a launch cut short removes what it created instead of leaving half a run.
+    previous = signal.signal(signal.SIGTERM, _terminate)
     try:
-        result = launch(request(options), root=project_root(Path.cwd()))
+        result = launch(request(options), root=project_root(Path.cwd()), progress=_say)
     except BlocktrainError as exc:
         sys.stderr.write(f"slurm-launch: error: {exc}\n")
         return 2
     except KeyboardInterrupt:
         return 130
+    except Terminated:
+        sys.stderr.write("slurm-launch: terminated; what a new launch had created was removed\n")
+        return 143
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     sys.stdout.write(report(result))
     return 0
+
+
+def _say(line: str) -> None:
+    sys.stderr.write(f"slurm-launch: {line}\n")
+
+
+def _terminate(signum: int, frame: FrameType | None) -> NoReturn:
+    raise Terminated(f"received signal {signum}")
 
 
 def request(options: argparse.Namespace) -> LaunchRequest:

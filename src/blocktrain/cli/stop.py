@@ -1,5 +1,9 @@
 """``slurm-stop`` (graceful) and ``slurm-cancel`` (immediate) for this project's runs.
 
+A run id (or a unique prefix) means every live job of the run: a run that was relaunched while
+an old job still ran has them all stopped or cancelled. A job id means that job alone; the run
+is marked KILLED only when no other job of it is live.
+
 ``slurm-stop RUN|JOB`` leaves a stop marker in the run's folder and sends the profile's restart
 signal to the tasks: they checkpoint at the next step boundary and end without a requeue; the
 run ends KILLED and ``slurm-launch --run-id`` resumes it later. A job still pending is simply
@@ -12,13 +16,14 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from blocktrain.core.paths import Layout, project_root
 from blocktrain.errors import BlocktrainError
 from blocktrain.launch.local import queries
 from blocktrain.launch.records import tracking
-from blocktrain.launch.records.store import RunRecord, find_runs
+from blocktrain.launch.records.store import RunRecord, find_runs, job_matches
 from blocktrain.launch.slurm import commands
 
 
@@ -30,75 +35,111 @@ def _parser(prog: str, description: str) -> argparse.ArgumentParser:
     return parser
 
 
-def _runs(layout: Layout, ids: Sequence[str]) -> list[RunRecord]:
-    runs: list[RunRecord] = []
+@dataclass(frozen=True, slots=True)
+class Target:
+    """A run, and the jobs of it that a command acts on: all of them for a run id, the one
+    named for a job id."""
+
+    record: RunRecord
+    jobs: tuple[str, ...]
+
+
+def _targets(layout: Layout, ids: Sequence[str]) -> list[Target]:
+    targets: list[Target] = []
     for ident in ids:
         found = find_runs(layout, ident)
         if not found:
             raise BlocktrainError(f"no run or job matches {ident!r}; see slurm-status --all")
-        runs += [r for r in found if r.run_id not in {x.run_id for x in runs}]
-    return runs
+        for record in found:
+            named = tuple(j.job_id for j in record.jobs if job_matches(j.job_id, ident))
+            jobs = (
+                named if named and record.run_id != ident else tuple(j.job_id for j in record.jobs)
+            )
+            targets.append(Target(record, jobs))
+    return _merged(targets)
 
 
-def _active(layout: Layout, records: Sequence[RunRecord]) -> dict[str, str]:
-    """Job id -> state, for the records' latest jobs that are still queued or running (Slurm
-    is asked only about its own jobs; a local job's state file answers for it)."""
-    latest = [r.latest_job for r in records if r.latest_job is not None]
-    on_slurm = [j.job_id for j in latest if j.executor != "local"]
-    local = [j.job_id for j in latest if j.executor == "local"]
+def _merged(targets: Sequence[Target]) -> list[Target]:
+    """One target per run, with the jobs every mention of it named."""
+    merged: dict[str, Target] = {}
+    for target in targets:
+        seen = merged.get(target.record.run_id)
+        jobs = target.jobs if seen is None else (*seen.jobs, *target.jobs)
+        merged[target.record.run_id] = Target(target.record, tuple(dict.fromkeys(jobs)))
+    return list(merged.values())
+
+
+def _live(layout: Layout, records: Sequence[RunRecord]) -> dict[str, str]:
+    """Job id -> state, for every job of the records still queued or running (Slurm is asked
+    only about its own jobs; a local job's state file answers for it)."""
+    jobs = [j for r in records for j in r.jobs]
+    on_slurm = [j.job_id for j in jobs if j.executor != "local"]
+    local = [j.job_id for j in jobs if j.executor == "local"]
     queued = commands.squeue(on_slurm) if on_slurm else []
     queued += queries.queued(layout, local) if local else []
-    wanted = {j.job_id for j in latest}
+    wanted = {j.job_id for j in jobs}
     return {e.job_id: e.state for e in queued if e.job_id in wanted}
 
 
-def _is_local(record: RunRecord) -> bool:
-    return record.executor == "local"
+def _is_local(record: RunRecord, job: str) -> bool:
+    return any(j.job_id == job and j.executor == "local" for j in record.jobs)
 
 
-def stop(layout: Layout, records: Sequence[RunRecord]) -> list[str]:
-    active = _active(layout, records)
+def stop(layout: Layout, targets: Sequence[Target]) -> list[str]:
+    live = _live(layout, [t.record for t in targets])
     lines: list[str] = []
-    for record in records:
-        job = record.latest_job.job_id if record.latest_job else None
-        if job is None or job not in active:
+    for target in targets:
+        record = target.record
+        jobs = [j for j in target.jobs if j in live]
+        if not jobs:
             lines.append(f"run {record.run_id}: no job in the queue; nothing to stop")
             continue
-        if active[job] == "PENDING":
-            _cancel_job(layout, record, job)
-            _mark_killed(layout, record)
-            lines.append(f"run {record.run_id}: job {job} was pending; cancelled")
-            continue
-        layout.run(record.run_id).stop_marker.touch()
+        running = [j for j in jobs if live[j] != "PENDING"]
+        if running:
+            layout.run(record.run_id).stop_marker.touch()
         signal = str(record.profile_values.get("signal", "USR2")).removeprefix("SIG")
-        if _is_local(record):
-            queries.signal_tasks(layout, job, signal)
-        else:
-            commands.run(["scancel", f"--signal={signal}", job])
-        lines.append(f"run {record.run_id}: job {job} checkpoints and stops; resume with "
-                     f"slurm-launch --run-id {record.run_id}")  # fmt: skip
+        for job in jobs:
+            if live[job] == "PENDING":
+                _cancel_job(layout, record, job)
+                lines.append(f"run {record.run_id}: job {job} was pending; cancelled")
+            elif _is_local(record, job):
+                queries.signal_tasks(layout, job, signal)
+            else:
+                commands.run(["scancel", f"--signal={signal}", job])
+        if running:
+            lines.append(f"run {record.run_id}: job {', '.join(running)} checkpoints and stops; "
+                         f"resume with slurm-launch --run-id {record.run_id}")  # fmt: skip
+        elif not _others_live(record, jobs, live):
+            _mark_killed(layout, record)
     return lines
 
 
-def cancel(layout: Layout, records: Sequence[RunRecord]) -> list[str]:
-    active = _active(layout, records)
+def cancel(layout: Layout, targets: Sequence[Target]) -> list[str]:
+    live = _live(layout, [t.record for t in targets])
     lines: list[str] = []
-    for record in records:
-        job = record.latest_job.job_id if record.latest_job else None
-        if job is not None and job in active:
+    for target in targets:
+        record = target.record
+        jobs = [j for j in target.jobs if j in live]
+        for job in jobs:
             _cancel_job(layout, record, job)
-        _mark_killed(layout, record)
-        lines.append(
-            f"run {record.run_id}: "
-            + (f"job {job} cancelled" if job in active else "marked KILLED")
-        )
+        others = _others_live(record, jobs, live)
+        if not others:
+            _mark_killed(layout, record)
+        done = f"job {', '.join(jobs)} cancelled" if jobs else "no job in the queue"
+        state = f"; job {', '.join(others)} of the run still runs" if others else "; run KILLED"
+        lines.append(f"run {record.run_id}: {done}{state}")
     return lines
+
+
+def _others_live(record: RunRecord, acted: Sequence[str], live: dict[str, str]) -> list[str]:
+    """The run's live jobs that the command did not act on (a job id names only its job)."""
+    return [j.job_id for j in record.jobs if j.job_id in live and j.job_id not in acted]
 
 
 def _cancel_job(layout: Layout, record: RunRecord, job: str) -> None:
     """``scancel``; for a local job, its supervisor ends the tasks (waited for, so that the
     run is marked KILLED after its tasks have written their last status)."""
-    if _is_local(record):
+    if _is_local(record, job):
         queries.cancel(layout, job)
     else:
         commands.run(["scancel", job])
@@ -114,8 +155,8 @@ def _main(prog: str, description: str, action: str, argv: Sequence[str] | None) 
     options = _parser(prog, description).parse_args(argv)
     try:
         layout = Layout(project_root(Path.cwd()))
-        records = _runs(layout, options.ids)
-        lines = stop(layout, records) if action == "stop" else cancel(layout, records)
+        targets = _targets(layout, options.ids)
+        lines = stop(layout, targets) if action == "stop" else cancel(layout, targets)
     except BlocktrainError as exc:
         sys.stderr.write(f"{prog}: error: {exc}\n")
         return 2

@@ -43,6 +43,12 @@ class RunFiles:
         return self.folder / ".lock"
 
     @property
+    def relaunch_lock(self) -> Path:
+        """Held by ``slurm-launch --run-id`` from its check of the queue to its job's record, so
+        that of two concurrent relaunches one submits and the other sees its job."""
+        return self.folder / ".relaunch.lock"
+
+    @property
     def checkpoints(self) -> Path:
         return self.folder / "checkpoints"
 

@@ -21,7 +21,12 @@ _SECRET_NAME = re.compile(
 )
 # Short values ("1", "true", "us-east-1") are not worth masking and would mangle ordinary text.
 _MIN_SECRET_LENGTH = 6
-_URL_USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s:]+:[^/@\s]+@")
+# Linear time on any input: a scheme starts only where no scheme character precedes it, and
+# the possessive quantifiers never give back what they took, so a long run of letters or of
+# "a:b" pairs is scanned once instead of once per starting position.
+_URL_USERINFO = re.compile(
+    r"(?<![a-zA-Z0-9+.-])(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*+://)[^/@\s:]++:[^/@\s]++@"
+)
 
 
 def secret_names(env: Mapping[str, str]) -> set[str]:

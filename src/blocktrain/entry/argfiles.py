@@ -11,6 +11,7 @@ from pathlib import Path
 
 import yaml
 
+from blocktrain.entry import bounded
 from blocktrain.errors import ArgsError
 
 KeyPath = tuple[str, ...]
@@ -42,20 +43,23 @@ def load_arg_files(paths: Iterable[str | Path]) -> ArgSet:
     return merged
 
 
-def load_arg_file(path: str | Path) -> ArgSet:
-    """Load one YAML file whose top level is a mapping of argument names to values."""
+def load_arg_file(path: str | Path, what: str = "arguments file") -> ArgSet:
+    """Load one YAML file whose top level is a mapping of argument names to values, within the
+    limits of :mod:`.bounded`; an empty arguments file is refused (``what`` other than the
+    default, such as a profile, may be empty)."""
     path = Path(path)
+    text = bounded.read_text(path, what)
+    loader, node = bounded.compose(text, str(path))
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ArgsError(f"{path}: no such arguments file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ArgsError(f"{path}: cannot read arguments file ({exc})") from None
-    loader = yaml.SafeLoader(text)
-    try:
-        node = loader.get_single_node()
-        if node is None:
+        if node is None and what != "arguments file":
             return ArgSet()
+        if node is None:
+            # An empty file is a mistake (a file not saved, the wrong file), not a request for
+            # every default: a run launched from it would train with arguments nobody chose.
+            raise ArgsError(
+                f"{path}: the arguments file is empty; write the arguments in it, or leave "
+                "out --args to run with the entry function's defaults"
+            )
         if not isinstance(node, yaml.MappingNode):
             line = node.start_mark.line + 1
             raise ArgsError(
@@ -63,13 +67,8 @@ def load_arg_file(path: str | Path) -> ArgSet:
             )
         result = ArgSet()
         result.values = _mapping(loader, node, str(path), (), result.origins)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = f":{mark.line + 1}" if mark is not None else ""
-        problem = exc.problem or exc.context or "malformed YAML"
-        raise ArgsError(f"{path}{line}: malformed YAML: {problem}") from None
-    except yaml.YAMLError as exc:
-        raise ArgsError(f"{path}: malformed YAML: {exc}") from None
+    except yaml.YAMLError as exc:  # a value the constructor cannot build (a bad timestamp)
+        raise ArgsError(f"{path}: malformed YAML: {' '.join(str(exc).split())}") from None
     else:
         return result
     finally:

@@ -29,6 +29,7 @@ import yaml
 
 from blocktrain.core.redact import Redactor
 from blocktrain.core.values import JSON, to_jsonable
+from blocktrain.entry import bounded
 from blocktrain.entry.argfiles import ArgSet, load_arg_files, merge_into
 from blocktrain.entry.argtypes import Mismatch, coerce, describe
 from blocktrain.errors import ArgsError, BlocktrainError
@@ -258,10 +259,12 @@ def _walk(tp: object) -> Iterable[object]:
 def _parse_yaml_flag(tp: object, text: str) -> object:
     # ArgumentTypeError, unlike ValueError, keeps our message in argparse's error line.
     try:
-        value = yaml.safe_load(text)
+        value = bounded.safe_load(text, "the value")
         return coerce(value, tp, ())
-    except yaml.YAMLError:
-        raise argparse.ArgumentTypeError(f"not valid YAML: {text!r}") from None
+    except ArgsError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    except yaml.YAMLError as exc:  # a value the constructor cannot build
+        raise argparse.ArgumentTypeError(f"not valid YAML: {' '.join(str(exc).split())}") from None
     except Mismatch as exc:
         where = ".".join(exc.path)
         raise argparse.ArgumentTypeError(f"{where + ': ' if where else ''}{exc.message}") from None

@@ -19,7 +19,7 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -63,20 +63,23 @@ def launch(
     root: Path,
     scheduler: Scheduler | None = None,
     environ: Mapping[str, str] | None = None,
+    progress: Progress | None = None,
 ) -> LaunchResult:
     """Launch new runs in the project at ``root``, or relaunch ``request.run_id``.
 
     ``environ`` (default: this process's environment) names the tracking URI, the experiment
-    and the secrets kept out of logged params.
+    and the secrets kept out of logged params. ``progress`` is told, one line at a time, how a
+    launch of many runs goes (from :data:`PROGRESS_FROM` runs on).
     """
     layout = Layout(root)
-    if request.run_id:
+    if request.run_id is not None:
         return relaunch(request, request.run_id, layout, scheduler)
-    planned = prepare(request, layout)
+    planned = prepare(request, layout, progress)
     if request.dry_run:
         return dry_run(planned.prepared, layout)
     chosen = scheduler or executors.scheduler_for(planned.prepared.executor, layout)
-    return submit_new(planned, layout, chosen, os.environ if environ is None else environ)
+    env = os.environ if environ is None else environ
+    return submit_new(planned, layout, chosen, env, progress)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -89,7 +92,27 @@ class Planned:
     """The parent run of several runs; None for one."""
 
 
-def prepare(request: LaunchRequest, layout: Layout) -> Planned:
+Progress = Callable[[str], object]
+PROGRESS_FROM = 200
+"""A launch of this many runs says how far it got, every tenth of the way."""
+
+
+def counted(progress: Progress | None, what: str, total: int) -> Callable[[int], None]:
+    """A callback of how many of ``total`` are done, that tells ``progress`` every tenth."""
+    tenth = max(1, total // 10)
+
+    def done(count: int) -> None:
+        if (
+            progress is not None
+            and total >= PROGRESS_FROM
+            and (count % tenth == 0 or count == total)
+        ):
+            progress(f"{what}: {count}/{total}")
+
+    return done
+
+
+def prepare(request: LaunchRequest, layout: Layout, progress: Progress | None = None) -> Planned:
     """Import the entry function, resolve every argument set, load the profile, name the runs."""
     executors.checked(request.executor)
     name = naming.checked(request.name)
@@ -98,7 +121,11 @@ def prepare(request: LaunchRequest, layout: Layout) -> Planned:
     with importable(import_paths(layout.root)):
         func = load_entry(entry)
         sets = request.argument_sets()
-        resolved = [resolve(func, s.files, s.overrides) for s in sets]
+        checked = counted(progress, "checking arguments", len(sets))
+        resolved: list[dict[str, JSON]] = []
+        for one in sets:
+            resolved.append(resolve(func, one.files, one.overrides))
+            checked(len(resolved))
     profile_name = request.profile or DEFAULT_PROFILE
     profile = load_profile(layout.root, profile_name, request.slurm)
     prepared = Prepared(
@@ -134,14 +161,18 @@ class _Created:
 
 
 def submit_new(
-    planned: Planned, layout: Layout, scheduler: Scheduler, environ: Mapping[str, str]
+    planned: Planned,
+    layout: Layout,
+    scheduler: Scheduler,
+    environ: Mapping[str, str],
+    progress: Progress | None = None,
 ) -> LaunchResult:
     """Create the runs and submit them; on any failure, remove what was created."""
     images.check_launch(planned.prepared.profile.container, layout.root, environ)
     launch_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
     created = _Created(layout.launch(launch_id))
     try:
-        records = create_runs(planned, layout, launch_id, environ, created)
+        records = create_runs(planned, layout, launch_id, environ, created, progress=progress)
         submitted = submit_runs(layout, planned.prepared.profile, records, 0, scheduler)
     except BaseException:
         created.remove(layout)
@@ -155,31 +186,37 @@ def create_runs(
     launch_id: str,
     environ: Mapping[str, str],
     created: _Created,
+    *,
+    progress: Progress | None = None,
 ) -> list[RunRecord]:
     """The frozen code, one SCHEDULED MLflow run per argument set (under a parent run when
     there are several), their records, and the sweep's record."""
     prepared, files = planned.prepared, created.files
+    uri = tracking_uri(environ, layout.root)
+    tracking.check_reachable(uri)
     freeze_code(layout.root, files.code)
     git = git_state(layout.root)
     diff_file = None
     if git is not None and git.dirty:
         diff_file = files.git_diff
         diff_file.write_text(git.diff)
-    uri = tracking_uri(environ, layout.root)
     experiment = environ.get("MLFLOW_EXPERIMENT_NAME") or layout.root.name
     redact = Redactor.from_environ(environ)
+    # A secret typed into --name (or a swept value that names a run) is masked like a param.
+    names = [redact(name) for name in planned.names]
     sweep = planned.sweep
     created.store = tracking.backend(uri, layout.root)
     parent_id, run_ids = tracking.create_runs(
         created.store,
         experiment=experiment,
-        names=planned.names,
+        names=names,
         args=prepared.sets,
         tags=launch_tags(prepared, launch_id, files),
         git=git,
         diff_file=diff_file,
         redact=redact,
         parent=_parent(sweep, redact),
+        created=counted(progress, "creating MLflow runs", len(names)),
     )
     created.run_ids = [*([parent_id] if parent_id else []), *run_ids]
     count = len(prepared.sets)
@@ -199,9 +236,7 @@ def create_runs(
             array_index=i if count > 1 else None,
             parent_run_id=parent_id,
         )
-        for i, (run_id, args, name) in enumerate(
-            zip(run_ids, prepared.sets, planned.names, strict=True)
-        )
+        for i, (run_id, args, name) in enumerate(zip(run_ids, prepared.sets, names, strict=True))
     ]
     for record in records:
         write_record(layout, record)
@@ -213,7 +248,8 @@ def create_runs(
 def _parent(sweep: SweepPlan | None, redact: Redactor) -> tracking.Parent | None:
     if sweep is None:
         return None
-    return tracking.Parent(name=sweep.name, params={k: redact(v) for k, v in sweep.params.items()})
+    params = {k: redact(v) for k, v in sweep.params.items()}
+    return tracking.Parent(name=redact(sweep.name), params=params)
 
 
 def _sweep_record(
@@ -221,7 +257,7 @@ def _sweep_record(
 ) -> parentrun.SweepRecord:
     return parentrun.SweepRecord(
         parent_run_id=parent_id,
-        name=sweep.name,
+        name=redact(sweep.name),
         tracking_uri=records[0].tracking_uri,
         swept=sweep.swept,
         children=[

@@ -16,8 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, cast
 
-import yaml
-
+from blocktrain.entry import bounded
 from blocktrain.entry.argfiles import ArgSet, load_arg_file
 from blocktrain.entry.argtypes import Mismatch, coerce
 from blocktrain.errors import BlocktrainError
@@ -154,7 +153,7 @@ def load_profile(root: Path, name: str, overrides: Iterable[str] = ()) -> Profil
     if not path.is_file():
         known = ", ".join(available_profiles(root)) or "none"
         raise ProfileError(f"no profile {name!r} ({path}); available: {known}")
-    loaded = load_arg_file(path)
+    loaded = load_arg_file(path, "profile")
     for item in overrides:
         _apply_override(loaded, item)
     return _image_from_root(_build(loaded, path), root)
@@ -176,9 +175,11 @@ def _apply_override(loaded: ArgSet, item: str) -> None:
             f"profile override {item!r} must look like KEY=VALUE (e.g. time=02:00:00)"
         )
     try:
-        value = yaml.safe_load(raw) if raw else None
-    except yaml.YAMLError:
-        value = raw
+        value = bounded.safe_load(raw, f"--slurm {key}") if raw else None
+    except bounded.MalformedError:
+        value = raw  # over a limit is refused; not YAML is taken as text
+    except bounded.OverLimitError as exc:
+        raise ProfileError(str(exc)) from None
     path = tuple(key.split("."))
     target: dict[str, object] = loaded.values
     for part in path[:-1]:

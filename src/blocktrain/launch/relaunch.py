@@ -1,10 +1,12 @@
 """Relaunching a recorded run: the same MLflow run, arguments and code copy, the next attempt.
 
-Refused while a job of the run is still queued, and when the given arguments contradict the
-recorded ones (logged params are immutable), or a ``--name`` the recorded one (the run keeps
-its name). The run's stop and finished markers are cleared, so that the new job neither stops
-at once nor skips the entry function. A run of a sweep makes the sweep's parent run RUNNING
-again until its new job ends.
+Refused while a job of the run is still queued, when the run has finished (its weights start a
+new run instead), and when the given arguments contradict the recorded ones (logged params are
+immutable), or a ``--name`` the recorded one (the run keeps its name). Concurrent relaunches of
+one run are serialized by the run's relaunch lock, held from the check of the queue until the
+new job is in the run's record: the first submits, the others then find its job queued. The
+run's stop marker is cleared, so that the new job does not stop at once. A run of a sweep makes
+the sweep's parent run RUNNING again until its new job ends.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import os
 from collections.abc import Callable, Generator
 from typing import Any
 
+from blocktrain.core.atomic import locked
 from blocktrain.core.paths import Layout, import_paths
 from blocktrain.entry import load_entry, resolve
 from blocktrain.errors import BlocktrainError
@@ -21,7 +24,7 @@ from blocktrain.launch import executors
 from blocktrain.launch.containers import images
 from blocktrain.launch.profile import load_profile
 from blocktrain.launch.records import tracking
-from blocktrain.launch.records.store import RunRecord, read_record
+from blocktrain.launch.records.store import RunRecord, one_run, read_record
 from blocktrain.launch.request import LaunchRequest, LaunchResult
 from blocktrain.launch.runjobs import Prepared, dry_run, importable, record_jobs, submit_runs
 from blocktrain.launch.slurm.submit import Scheduler
@@ -37,10 +40,22 @@ def relaunch(
     goes where :mod:`.executors` says.
     """
     executors.checked(request.executor)
-    record = read_record(layout, run_id)
+    if request.dry_run:
+        return _relaunch(request, run_id, layout, scheduler)
+    # Resolved first: the lock is the run's, and an id that names no run has no folder to hold it.
+    run_id = one_run(layout, run_id).run_id
+    with locked(layout.run(run_id).relaunch_lock):
+        return _relaunch(request, run_id, layout, scheduler)
+
+
+def _relaunch(
+    request: LaunchRequest, run_id: str, layout: Layout, scheduler: Scheduler | None
+) -> LaunchResult:
+    record = read_record(layout, one_run(layout, run_id).run_id)
     refuse_other_name(record, naming.checked(request.name))
     was = executors.chosen(record.executor)
     refuse_if_queued(record, scheduler or executors.scheduler_for(was, layout))
+    refuse_if_finished(layout, record)
     with importable(import_paths(layout.launch(record.launch_id).code)):
         refuse_changed_arguments(record, load_entry(record.entry), request)
     profile_name = request.profile or record.profile
@@ -57,13 +72,13 @@ def relaunch(
         )
         return dry_run(prepared, layout)
     images.check_launch(profile.container, layout.root, os.environ)
+    tracking.check_reachable(record.tracking_uri)
     store = tracking.backend(record.tracking_uri, layout.root)
     attempts, _ = tracking.last_attempt(store, record.run_id)
     # Tags, unlike params, may change: the run names the image its next attempt runs in.
     if profile.container is not None:
         store.log_batch(record.run_id, [], {}, images.tags(profile.container))
     run = layout.run(record.run_id)
-    run.finished_marker.unlink(missing_ok=True)
     run.stop_marker.unlink(missing_ok=True)
     chosen = scheduler or executors.scheduler_for(executor, layout)
     with parent_reopened(layout, record):
@@ -103,6 +118,17 @@ def refuse_if_queued(record: RunRecord, scheduler: Scheduler) -> None:
         jobs = ", ".join(f"{e.job_id} ({e.state})" for e in active)
         raise BlocktrainError(
             f"run {record.run_id} still has a job in the queue: {jobs}; stop it first"
+        )
+
+
+def refuse_if_finished(layout: Layout, record: RunRecord) -> None:
+    """A finished run's metrics and weights are final: rerunning would train past its end and
+    rewrite them. Its checkpoints stay available to start a new run from."""
+    if layout.run(record.run_id).finished_marker.exists():
+        raise BlocktrainError(
+            f"run {record.run_id} has finished and is not rerun; start a new run from its "
+            f"weights (blocktrain.train.load_weights(model, run_id={record.run_id!r}) in the "
+            "entry function, or an argument of yours that names the run)"
         )
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import shlex
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -31,14 +32,30 @@ NODE_FAILURE = "node_failure"
 
 
 def request_requeue(config: RestartConfig, cause: str, spent: Mapping[str, int]) -> None:
-    """Spend one unit of ``cause``'s budget and leave the marker the batch script acts on."""
-    counts = {**spent, cause: spent.get(cause, 0) + 1}
-    _write_json(RunFiles(config.run_dir).restart_counts, counts)
-    requests = read_requests(config.run_dir)
-    asked = {**requests.get(config.job_key, {}), str(config.restart_count): cause}
-    _write_json(RunFiles(config.run_dir).requeue_requests, {**requests, config.job_key: asked})
+    """Spend one unit of ``cause``'s budget and leave the marker the batch script acts on.
+
+    The marker comes first and, when its content cannot be written (a full disk), as an empty
+    file: its existence is what the readers act on, so the attempt is still requeued; the
+    counts that could not be written are named on stderr (the attempt's log).
+    """
     config.marker_dir.mkdir(parents=True, exist_ok=True)
-    _write_json(marker(config.marker_dir, config.job_key), {"cause": cause})
+    path = marker(config.marker_dir, config.job_key)
+    try:
+        _write_json(path, {"cause": cause})
+    except OSError:
+        path.touch()  # no space for its content: an empty marker still asks for the requeue
+    try:
+        counts = {**spent, cause: spent.get(cause, 0) + 1}
+        _write_json(RunFiles(config.run_dir).restart_counts, counts)
+        requests = read_requests(config.run_dir)
+        asked = {**requests.get(config.job_key, {}), str(config.restart_count): cause}
+        requests = {**requests, config.job_key: asked}
+        _write_json(RunFiles(config.run_dir).requeue_requests, requests)
+    except OSError as exc:
+        sys.stderr.write(
+            f"blocktrain: requeue for {cause} asked, but its count was not recorded ({exc}); "
+            "the next attempt may count it as a node failure\n"
+        )
 
 
 def read_counts(run_dir: Path) -> dict[str, int]:

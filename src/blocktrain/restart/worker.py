@@ -42,15 +42,11 @@ class Worker:
         from blocktrain.core.jobenv import job_context
 
         os.environ.update(self.spec.environment())
-        for path in reversed(import_paths(Path(self.spec.code_dir))):
-            sys.path.insert(0, path)
         run = RunFiles(Path(self.spec.run_dir))
         context = job_context(os.environ)
         if run.finished_marker.exists() and context.restart_count > 0:
             sys.stderr.write(f"blocktrain: run {self.spec.run_id} already finished; not rerun\n")
             return
-        func = load_entry(self.spec.entry)
-        kwargs = validate(func, ArgSet(values=dict(self.spec.args)))
         config = restart.RestartConfig.from_environ(os.environ)
         if config is None:  # the spec's environment sets both folders; this guards edits to it
             raise BlocktrainError(
@@ -60,24 +56,43 @@ class Worker:
             # A marker left by an attempt that Slurm itself requeued (scontrol requeue,
             # preemption) must not requeue this one when it ends.
             requeue.marker(config.marker_dir, config.job_key).unlink(missing_ok=True)
-        if context.world_size > 1 and "MASTER_PORT" not in os.environ:
-            key = f"{config.job_key}-{context.restart_count}"
-            os.environ["MASTER_PORT"] = str(agree_port(run.rendezvous, key, context.rank))
-        use_allocated_cpus()
-        with restart.protocol(config), distributed.process_group():
+        # The protocol comes first: importing the user's module may take a minute (torch,
+        # Lightning), and a time-limit signal in that time must be blocktrain's to act on, not
+        # submitit's (which would requeue outside the run's budgets) nor the default (death).
+        with restart.protocol(config):
             try:
-                func(**kwargs)
+                self._run(config, context.rank, context.world_size, run)
             except (RequeueRequested, StopRequested):
-                # Checkpointed; the marker (or its absence) tells the batch script.
+                # Signalled before the entry function ran; the marker tells the batch script.
                 distributed.exit_without_finalizing()
                 return
-            except Exception as exc:
-                if context.is_rank_zero:
-                    _requeue_after_crash(config, exc)
-                raise
         if context.is_rank_zero:
             run.finished_marker.touch()
         distributed.exit_without_finalizing()
+
+    def _run(self, config: RestartConfig, rank: int, world_size: int, run: RunFiles) -> None:
+        from blocktrain import distributed
+
+        for path in reversed(import_paths(Path(self.spec.code_dir))):
+            sys.path.insert(0, path)
+        func = load_entry(self.spec.entry)
+        kwargs = validate(func, ArgSet(values=dict(self.spec.args)))
+        if world_size > 1 and "MASTER_PORT" not in os.environ:
+            key = f"{config.job_key}-{config.restart_count}"
+            os.environ["MASTER_PORT"] = str(agree_port(run.rendezvous, key, rank))
+        use_allocated_cpus()
+        with distributed.process_group():
+            try:
+                func(**kwargs)
+            except (RequeueRequested, StopRequested):
+                # Checkpointed; the marker (or its absence) tells the batch script. Ends here,
+                # inside the process group (see distributed.exit_without_finalizing).
+                distributed.exit_without_finalizing()
+                raise
+            except Exception as exc:
+                if rank == 0:
+                    _requeue_after_crash(config, exc)
+                raise
 
 
 def agree_port(folder: Path, key: str, rank: int, timeout_s: float = 300.0) -> int:

@@ -8,6 +8,7 @@ one run never lose each other's changes.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -113,6 +114,11 @@ def _mtime(path: Path) -> float:
         return 0.0
 
 
+# A run id (MLflow's 32 hex digits) or a prefix of one, or a job id: Slurm's (``120``,
+# ``120_3``) or a local one (``L7``).
+_IDENT = re.compile(r"[0-9a-f]{6,32}|L?[0-9]{1,18}(_[0-9]{1,9})?")
+
+
 def find_runs(layout: Layout, ident: str) -> list[RunRecord]:
     """Runs matching a run id (or a unique prefix of at least 6 characters) or a job id
     (Slurm's, or a local one such as ``L7``)."""
@@ -120,7 +126,7 @@ def find_runs(layout: Layout, ident: str) -> list[RunRecord]:
     exact = [r for r in records if r.run_id == ident]
     if exact:
         return exact
-    by_job = [r for r in records if any(_job_matches(j.job_id, ident) for j in r.jobs)]
+    by_job = [r for r in records if any(job_matches(j.job_id, ident) for j in r.jobs)]
     if by_job:
         return by_job
     if len(ident) >= 6:
@@ -128,6 +134,26 @@ def find_runs(layout: Layout, ident: str) -> list[RunRecord]:
     return []
 
 
-def _job_matches(job_id: str, ident: str) -> bool:
+def one_run(layout: Layout, ident: str) -> RunRecord:
+    """The one run that a run id, a unique prefix of it (6+ characters) or a job id names: what
+    ``slurm-launch --run-id`` takes, as the other commands do."""
+    if not _IDENT.fullmatch(ident):
+        shown = ident if len(ident) <= 40 else f"{ident[:40]}... ({len(ident)} characters)"
+        raise BlocktrainError(
+            f"{shown!r} is not a run id, a prefix of one (6+ hex characters) or a job id; "
+            "see slurm-status --all"
+        )
+    found = find_runs(layout, ident)
+    if not found:
+        raise BlocktrainError(f"no run or job matches {ident!r}; see slurm-status --all")
+    if len(found) > 1:
+        listed = ", ".join(r.run_id[:12] for r in found[:5])
+        raise BlocktrainError(
+            f"{ident!r} matches {len(found)} runs ({listed}); give more of the run id"
+        )
+    return found[0]
+
+
+def job_matches(job_id: str, ident: str) -> bool:
     """``120`` matches every element ``120_N`` of an array; ``120_3`` only that element."""
     return job_id == ident or job_id.split("_", 1)[0] == ident

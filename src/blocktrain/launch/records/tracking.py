@@ -10,16 +10,41 @@ validated.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping, Sequence
+import socket
+import urllib.parse
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from blocktrain.core.redact import Redactor
 from blocktrain.core.values import JSON, flatten
+from blocktrain.errors import BlocktrainError
 from blocktrain.track import ATTEMPT_TAG, param_strings
 from blocktrain.track.backend import EMBEDDED_ARTIFACTS, MlflowBackend
 from blocktrain.track.gitstate import GitState, git_tags
 from blocktrain.track.tracker import PARENT_TAG
+
+
+def check_reachable(uri: str, timeout_s: float = 5.0) -> None:
+    """Refuse a tracking server that does not accept a connection within ``timeout_s``.
+
+    MLflow's client retries an unreachable server for minutes before its traceback; a launch
+    asks once, before it creates anything. Only ``http(s)`` URIs are asked: a database or a
+    folder fails at once on its own.
+    """
+    parts = urllib.parse.urlsplit(uri)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    shown = f"{parts.scheme}://{parts.hostname}:{port}"  # without any credentials in the URI
+    try:
+        socket.create_connection((parts.hostname, port), timeout=timeout_s).close()
+    except OSError as exc:
+        reason = exc.strerror or str(exc) or type(exc).__name__
+        raise BlocktrainError(
+            f"tracking server {shown} is unreachable ({reason}); start it, or point "
+            "MLFLOW_TRACKING_URI at one that runs"
+        ) from None
 
 
 def backend(uri: str, root: Path) -> MlflowBackend:
@@ -49,16 +74,18 @@ def create_runs(
     diff_file: Path | None,
     redact: Redactor,
     parent: Parent | None = None,
+    created: Callable[[int], object] | None = None,
 ) -> tuple[str | None, list[str]]:
     """One SCHEDULED run per argument set, with params, code and launch tags; with ``parent``,
-    first a RUNNING parent run that they are nested under. Returns (parent id, run ids)."""
-    created: list[str] = []
+    first a RUNNING parent run that they are nested under. Returns (parent id, run ids).
+    ``created`` is told how many runs are made so far, after each one."""
+    made: list[str] = []
     with store.exclusive():
         try:
             parent_id = None
             if parent is not None:
                 parent_id = _create_parent(store, experiment, parent, {**git_tags(git), **tags})
-                created.append(parent_id)
+                made.append(parent_id)
             for index, (name, values) in enumerate(zip(names, args, strict=True)):
                 run_tags = {**git_tags(git), **tags}
                 if len(args) > 1:
@@ -66,16 +93,18 @@ def create_runs(
                 if parent_id is not None:
                     run_tags[PARENT_TAG] = parent_id
                 run_id = store.create_run(experiment, name, run_tags)
-                created.append(run_id)
+                made.append(run_id)
                 flat = flatten(dict(values))
                 _log_params(store, run_id, {k: redact(str(v)) for k, v in flat.items()})
                 if diff_file is not None:
                     store.log_artifacts(run_id, str(diff_file), "code")
                 store.set_status(run_id, "SCHEDULED", None)
+                if created is not None:
+                    created(index + 1)
         except BaseException:
-            _delete(store, created)
+            _delete(store, made)
             raise
-    return parent_id, created[1:] if parent_id is not None else created
+    return parent_id, made[1:] if parent_id is not None else made
 
 
 def _create_parent(

@@ -17,19 +17,23 @@ or of the sweep file, and the values it sets itself.
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, cast
 
-import yaml
-
 from blocktrain.core.values import JSON, flatten
+from blocktrain.entry import bounded
 from blocktrain.entry.argfiles import merge_into
 from blocktrain.errors import ArgsError
 
 _SWEEP_KEYS = ("base", "runs", "grid", "best")
 _MODES = ("min", "max")
+
+MAX_RUNS = 10_000
+"""Runs one launch may create: each is an MLflow run and an array element (Slurm's own
+``MaxArraySize`` is 1001 unless the site raised it)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,9 +76,9 @@ def dotted(items: Sequence[str]) -> dict[str, object]:
         if not sep or not key:
             raise ArgsError(f"--set {item!r} must look like KEY=VALUE (e.g. --set optim.lr=0.1)")
         try:
-            flat[key] = yaml.safe_load(raw) if raw else None
-        except yaml.YAMLError:
-            flat[key] = raw
+            flat[key] = bounded.safe_load(raw, f"--set {key}") if raw else None
+        except bounded.MalformedError:
+            flat[key] = raw  # over a limit is refused; not YAML is taken as text
     return _nest(flat)
 
 
@@ -111,12 +115,7 @@ def _merged(first: Mapping[str, object], second: Mapping[str, object]) -> dict[s
 
 
 def _sweep_sets(path: Path) -> list[ArgumentSet]:
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ArgsError(f"{path}: no such sweep file") from None
-    except yaml.YAMLError as exc:
-        raise ArgsError(f"{path}: malformed YAML: {exc}") from None
+    raw = bounded.safe_load(bounded.read_text(path, "sweep file"), str(path))
     if not isinstance(raw, dict):
         raise ArgsError(f"{path}: a sweep file is a mapping with keys {', '.join(_SWEEP_KEYS)}")
     sweep = cast("dict[str, object]", raw)
@@ -126,6 +125,11 @@ def _sweep_sets(path: Path) -> list[ArgumentSet]:
     base = tuple(path.parent / str(f) for f in _list(sweep.get("base"), path, "base"))
     elements = [_mapping(e, path, "runs") for e in _list(sweep.get("runs"), path, "runs")]
     elements += _grid(sweep.get("grid"), path)
+    if len(elements) > MAX_RUNS:
+        raise ArgsError(
+            f"{path}: the sweep makes {len(elements)} runs, more than the {MAX_RUNS} one launch "
+            "may create; split it into several sweep files"
+        )
     if not elements:
         raise ArgsError(f"{path}: the sweep has no elements; add `runs:` or `grid:`")
     best = _best(sweep.get("best"), path)
@@ -161,6 +165,13 @@ def _grid(grid: object, path: Path) -> list[dict[str, object]]:
     axes = _mapping(grid, path, "grid")
     names = list(axes)
     values = [_list(axes[n], path, f"grid.{n}") for n in names]
+    size = math.prod(len(v) for v in values)
+    if size > MAX_RUNS:  # counted before the product is built
+        shape = " x ".join(str(len(v)) for v in values)
+        raise ArgsError(
+            f"{path}: the grid makes {size} runs ({shape}), more than the {MAX_RUNS} one launch "
+            "may create; split it into several sweep files, or search the space instead"
+        )
     return [_nest(dict(zip(names, combo, strict=True))) for combo in itertools.product(*values)]
 
 
