@@ -178,7 +178,10 @@ def test_slurm_status_shows_the_reason_of_the_latest_job() -> None:
     local = statusview.local_status(text, 2, None)
     row = statusview.build_row(record, local, {}, {})
     assert (row.state, row.reason) == ("FAILED", "R")
-    assert statusview.render_table([row]).splitlines()[-1] == "abc12345: R"
+    assert statusview.render_table([row]).splitlines()[-2:] == [
+        "abc12345: R",
+        "abc12345: resume from its newest checkpoint: slurm-launch f --run-id abc12345ffff",
+    ]
     stale = dataclasses.replace(local, updated=0.0)  # written before the latest submission
     assert statusview.build_row(record, stale, {}, {}).reason is None
 

@@ -3,6 +3,7 @@ choosing the metric, rendering; and the CLI's calls to Slurm, counted with fake 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -201,9 +202,9 @@ def test_table_columns_are_as_wide_as_their_content() -> None:
         statusview.build_row(record("fedcba9876543210", "7"), LocalStatus(), {}, {}),
     ]
     assert statusview.render_table(rows) == (
-        "RUN       NAME  JOB    STATE    ATTEMPT  ELAPSED  NODES  METRIC\n"
-        "01234567  base  120_0  RUNNING  2        10:00    vm     val_acc=0.9123\n"
-        "fedcba98  -     7      UNKNOWN  -        -        -      -\n"
+        "RUN       NAME  JOB    STATE    STATUS  ATTEMPT  ELAPSED  NODES  METRIC\n"
+        "01234567  base  120_0  RUNNING  -       2        10:00    vm     val_acc=0.9123\n"
+        "fedcba98  -     7      UNKNOWN  -       -        -        -      -\n"
     )
 
 
@@ -224,6 +225,8 @@ def test_json_is_a_list_of_flat_rows_with_the_full_run_id() -> None:
         "reason": None,
         "executor": "slurm",
         "parent_run_id": None,
+        "run_state": "FINISHED",
+        "resume": None,
     }
 
 
@@ -329,7 +332,7 @@ def test_accounting_off_falls_back_to_status_json(
     add_run("done", "7", {"status": "FAILED", "attempt": 3, "updated": SUBMITTED_EPOCH + 9})
     assert status.main(["--all"]) == 0
     out, err = capsys.readouterr()
-    assert out.splitlines()[1].split()[3:5] == ["FAILED", "3"]
+    assert out.splitlines()[1].split()[3:6] == ["FAILED", "FAILED", "3"]
     assert "accounting storage is disabled" in err
     assert len(err.splitlines()) == 1
 
@@ -400,3 +403,24 @@ def test_local_jobs_answer_from_their_state_files_without_asking_slurm(
         "loc0": ("RUNNING", "L3_0", "local"), "loc1": ("PENDING", "L3_1", "local"),
     }  # fmt: skip
     assert slurm_calls(fake_slurm) == []
+
+
+def test_a_stopped_run_reads_stopped_with_the_command_that_resumes_it() -> None:
+    """After slurm-stop Slurm says COMPLETED; the run's own state says it is resumable."""
+    stopped = statusview.local_status(
+        json.dumps({"status": "KILLED", "attempt": 2, "updated": SUBMITTED_EPOCH + 60}),
+        2,
+        None,
+        stopped=True,
+    )
+    done = {"7": QueueEntry("7", "COMPLETED", "3:00", "vm")}
+    row = statusview.build_row(record("a" * 32, "7", entry="proj.entry:train"), stopped, {}, done)
+    assert (row.state, row.run_state) == ("COMPLETED", "STOPPED")
+    assert row.resume == f"slurm-launch train --run-id {'a' * 32}"
+    table = statusview.render_table([row]).splitlines()
+    assert table[1].split()[3:5] == ["COMPLETED", "STOPPED"]
+    assert (
+        table[-1] == f"aaaaaaaa: stopped by slurm-stop at its last checkpoint; resume: {row.resume}"
+    )
+    cancelled = dataclasses.replace(stopped, stopped=False)
+    assert statusview.build_row(record("a" * 32, "7"), cancelled, {}, done).run_state == "KILLED"

@@ -357,3 +357,42 @@ def test_uploads_stage_hard_links_and_keep_two_per_kind(tmp_path: Path) -> None:
     assert where == "checkpoints/last"
     assert (newest / "last.pt").stat().st_ino == checkpoint.checkpoint_path(folder, 4).stat().st_ino
     subprocess.run(["sha256sum", "--check", "--quiet", "last.pt.sha256"], cwd=newest, check=True)
+
+
+# ---- loud fallbacks -----------------------------------------------------------------------
+
+
+def _tear(path: Path) -> None:
+    """A checkpoint cut short under its final name (a full disk, a file system's crash)."""
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def test_a_torn_newest_checkpoint_is_named_and_the_run_resumes_from_the_one_before(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    folder = interrupted(tmp_path, 13)  # checkpoints at steps 5, 10, the best ones and 13
+    newest = checkpoint.checkpoint_path(folder, 13)
+    assert checkpoint.newest_good(folder) == newest
+    _tear(newest)
+    with caplog.at_level("WARNING", logger="blocktrain.train"):
+        trainer = resumed(folder)
+    assert trainer.progress.step == 18
+    [warning] = [r.getMessage() for r in caplog.records if "skipped checkpoint" in r.getMessage()]
+    assert str(newest) in warning
+    assert "does not match the checksum" in warning
+
+
+def test_a_run_whose_every_checkpoint_is_torn_does_not_train_from_zero_again(
+    tmp_path: Path,
+) -> None:
+    folder = interrupted(tmp_path, 13)
+    for path in folder.glob("*.pt"):
+        _tear(path)
+    assert checkpoint.newest_good(folder) is None
+    trainer = make_trainer(folder, scheduler=step_lr)
+    with pytest.raises(
+        BlocktrainError, match=r"no checkpoint in .* can be loaded .*start a new run"
+    ):
+        trainer.fit(TRAIN, VAL)
+    assert trainer.progress.step == 0

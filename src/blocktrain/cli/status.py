@@ -185,7 +185,8 @@ def read_local(layout: Layout, run_id: str) -> LocalStatus:
         text = files.status.read_text()
     except OSError:
         text = None  # not written yet: rank 0 writes it every 30 s and at the end
-    return statusview.local_status(text, max(attempts, default=None), touched)
+    stopped = layout.run(run_id).stop_marker.exists()
+    return statusview.local_status(text, max(attempts, default=None), touched, stopped=stopped)
 
 
 def ask_queue(job_ids: Sequence[str]) -> dict[str, QueueEntry]:

@@ -100,10 +100,16 @@ class LocalStatus:
     """When the run's log folder last changed (an attempt started, status.json replaced)."""
     reason: str | None = None
     """``reason`` of status.json: why the attempt failed, in one line."""
+    stopped: bool = False
+    """``slurm-stop`` asked the run to stop (its stop marker is there until a relaunch)."""
 
 
 def local_status(
-    status_text: str | None, newest_attempt: int | None, touched: float | None
+    status_text: str | None,
+    newest_attempt: int | None,
+    touched: float | None,
+    *,
+    stopped: bool = False,
 ) -> LocalStatus:
     """A run's :class:`LocalStatus` from status.json's text (None: absent) and its folders."""
     raw = _json_object(status_text)
@@ -116,6 +122,7 @@ def local_status(
         updated=_float(raw.get("updated")),
         touched=touched,
         reason=_str(raw.get("reason")),
+        stopped=stopped,
     )
 
 
@@ -254,6 +261,11 @@ class Row:
     """Where the latest job runs: ``slurm``, or ``local`` (marked in the table's JOB cell)."""
     parent_run_id: str | None = None
     """The sweep's parent run, for a run of a launch of several."""
+    run_state: str | None = None
+    """The run's own state beside Slurm's (``STATE``): RUNNING, SCHEDULED (requeued), FINISHED,
+    STOPPED (by ``slurm-stop``: resumable), KILLED, FAILED; None before its first status."""
+    resume: str | None = None
+    """The command that resumes the run, for a run that ended without finishing."""
 
     def to_dict(self) -> dict[str, object]:
         return dataclasses.asdict(self)
@@ -272,6 +284,7 @@ def build_row(
     if slurm is not None and record.executor == "local" and settled(record, local):
         state = current_status(record, local) or state  # FINISHED says more than COMPLETED
     metric = choose_metric(local.metrics)
+    own = run_state(record, local)
     return Row(
         run_id=record.run_id,
         name=record.name,
@@ -286,7 +299,25 @@ def build_row(
         reason=local.reason if current_status(record, local) is not None else None,
         executor=record.executor,
         parent_run_id=record.parent_run_id,
+        run_state=own,
+        resume=resume_command(record) if own in RESUMABLE else None,
     )
+
+
+RESUMABLE = frozenset({"STOPPED", "KILLED", "FAILED"})
+"""Run states that ``slurm-launch --run-id`` resumes from the newest checkpoint."""
+
+
+def run_state(record: RunRecord, local: LocalStatus) -> str | None:
+    """The run's own state: status.json's, where a KILLED run that ``slurm-stop`` asked to stop
+    is STOPPED, so that a stop (checkpointed, resumable) reads apart from a cancel."""
+    status = current_status(record, local)
+    return "STOPPED" if status == "KILLED" and local.stopped else status
+
+
+def resume_command(record: RunRecord) -> str:
+    function = record.entry.rpartition(":")[2] or record.entry
+    return f"slurm-launch {function} --run-id {record.run_id}"
 
 
 def build_rows(
@@ -301,14 +332,15 @@ def build_rows(
     ]
 
 
-HEADERS = ("RUN", "NAME", "JOB", "STATE", "ATTEMPT", "ELAPSED", "NODES", "METRIC")
+HEADERS = ("RUN", "NAME", "JOB", "STATE", "STATUS", "ATTEMPT", "ELAPSED", "NODES", "METRIC")
+"""STATE is Slurm's (or the local supervisor's), STATUS the run's own (:func:`run_state`)."""
 
 
 def cells(row: Row) -> tuple[str, ...]:
     """A row as table cells; the run id is cut to 8 characters, enough to pass to slurm-log."""
     job = f"{row.job_id} (local)" if row.job_id and row.executor == "local" else row.job_id
     values = (
-        row.run_id[:8], row.name, job, row.state,
+        row.run_id[:8], row.name, job, row.state, row.run_state,
         None if row.attempt is None else str(row.attempt), row.elapsed, row.nodes, row.metric,
     )  # fmt: skip
     return tuple(value or "-" for value in values)
@@ -323,8 +355,18 @@ def render_table(rows: Sequence[Row]) -> str:
         "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
         for line in lines
     )
-    reasons = [f"{row.run_id[:8]}: {row.reason}" for row in rows if row.reason]
+    reasons = [f"{row.run_id[:8]}: {note}" for row in rows for note in _notes(row)]
     return "\n".join([*text, *reasons]) + "\n"
+
+
+def _notes(row: Row) -> list[str]:
+    """What a row's cells cannot hold: why it failed, and how to resume it."""
+    notes = [row.reason] if row.reason else []
+    if row.run_state == "STOPPED":
+        notes.append(f"stopped by slurm-stop at its last checkpoint; resume: {row.resume}")
+    elif row.resume is not None:
+        notes.append(f"resume from its newest checkpoint: {row.resume}")
+    return notes
 
 
 def render_json(rows: Sequence[Row]) -> str:

@@ -87,8 +87,12 @@ def log_returned_metrics(tracker: Tracker, result: object) -> None:
             for k, v in items.items()  # pyright: ignore[reportUnknownVariableType]
             if isinstance(v, int | float) and not isinstance(v, bool)
         }
-        if numbers:
-            tracker.log_metrics(numbers, tracker.last_step)
+        step = tracker.last_step
+        # The values the run logged last at this step (a trainer's final evaluation) are
+        # already points of its curves: a second point at the same step would only repeat them.
+        fresh = {k: v for k, v in numbers.items() if tracker.logged.get(k) != (step, v)}
+        if fresh:
+            tracker.log_metrics(fresh, step)
 
 
 @contextlib.contextmanager

@@ -111,6 +111,9 @@ class Tracker:
     latest_metrics: dict[str, float] = field(default_factory=dict[str, float])
     last_step: int = 0
     """The highest step logged so far; final metrics are logged at it, not at step 0."""
+    logged: dict[str, tuple[int, float]] = field(default_factory=dict[str, tuple[int, float]])
+    """The step and value of each metric's latest point in the run, this attempt's or (after a
+    resume) an earlier one's: a value already there is not logged again at its step."""
 
     @property
     def run_id(self) -> str | None:
@@ -138,11 +141,19 @@ class Tracker:
         self.latest_metrics.update(finite)
         if step is not None:
             self.last_step = max(self.last_step, step)
+            self.logged.update({k: (step, v) for k, v in finite.items()})
         if self.writer is None or not finite:
             return
         now = int(time.time() * 1000)
         items = [[k, v, now, step or 0] for k, v in finite.items()]
         self.writer.submit(Op("metrics", {"items": items}))
+
+    def note_logged(self, metrics: Mapping[str, float], step: int) -> None:
+        """Metrics an earlier attempt logged at ``step`` (a resume's starting point): they count
+        as the run's latest values, and are not logged again."""
+        self.latest_metrics.update(metrics)
+        self.last_step = max(self.last_step, step)
+        self.logged.update({k: (step, float(v)) for k, v in metrics.items()})
 
     def log_side_metrics(
         self, metrics: Mapping[str, float], step: int, timestamp_ms: int | None = None

@@ -141,7 +141,6 @@ class Trainer:
         self._last_exchange, self._next_exchange = StepMark(time.perf_counter(), 0), 0
         self._window_start = ExampleMark(time.perf_counter(), 0)
         self._display = Display(0, enabled=False)
-        self._evaluated_at: int | None = None
 
     # ---- the loop -----------------------------------------------------------------------
 
@@ -177,6 +176,8 @@ class Trainer:
         self._display = display = Display(last_step, state.step, enabled=self.rank == 0)
         if resumed_from is not None:
             display.note(f"resumed from {resumed_from} (epoch {state.epoch}, step {state.step})")
+            if self.tracker is not None and state.evaluated_at is not None:
+                self.tracker.note_logged(state.evaluation, state.evaluated_at - 1)
         self._window_start = ExampleMark(time.perf_counter(), state.step * config.batch_size)
         self._last_exchange, self._next_exchange = StepMark(time.perf_counter(), state.step), 0
         return last_step, display
@@ -199,7 +200,7 @@ class Trainer:
     def _end(self, val_data: Data | None, display: Display) -> None:
         """The last values, an evaluation of the last step, and the last checkpoint, on disk."""
         self._report(self._exchange.flush())  # over: whatever it agrees, the end saves
-        if val_data is not None and self._evaluated_at != self.progress.step:
+        if val_data is not None and self.progress.evaluated_at != self.progress.step:
             self._evaluate_and_keep(val_data, display)
         self._save(wait=True)
         if self.checkpointer is not None:
@@ -346,7 +347,13 @@ class Trainer:
     # ---- evaluation, best checkpoint, early stopping --------------------------------------
 
     def evaluate(self, data: Data, prefix: str = "val") -> Evaluation:
-        """The model's metrics on ``data`` over all ranks (every rank must call it)."""
+        """The model's metrics on ``data`` over all ranks (every rank must call it).
+
+        Every rank evaluates with rank 0's buffers (BatchNorm's running statistics), which are
+        the ones a checkpoint holds: each rank's own drift after its last training batch, so the
+        numbers describe the model that is saved, on any number of ranks, resumed or not.
+        """
+        self._share_buffers()
         batch = self.config.eval_micro_batch(self.world)
         batches, _ = batching.eval_batches(
             data,
@@ -367,11 +374,20 @@ class Trainer:
             channels_last=self.config.channels_last,
         )
 
+    def _share_buffers(self) -> None:
+        if self.world == 1:
+            return
+        for buffer in self.model.buffers():
+            dist.broadcast(buffer, src=0)
+
     def _evaluate_and_keep(self, data: Data, display: Display) -> None:
         config, state = self.config, self.progress
         self._report(self._exchange.flush())  # the training's values come before the evaluation
         evaluation = self.evaluate(data)
-        self.last_evaluation, self._evaluated_at = evaluation, state.step
+        self.last_evaluation = evaluation
+        state.evaluated_at, state.evaluation = state.step, dict(evaluation.values)
+        confusion = evaluation.confusion
+        state.confusion = confusion.tolist() if confusion is not None else None  # pyright: ignore[reportUnknownMemberType]
         values = evaluation.values
         index = state.step - 1
         for name, value in values.items():
@@ -453,6 +469,12 @@ class Trainer:
         if self.scaler.is_enabled() and state.get("scaler") is not None:
             self.scaler.load_state_dict(state["scaler"])
         self.progress = Progress.from_dict(state["progress"])
+        if self.progress.evaluated_at is not None:
+            confusion = self.progress.confusion
+            self.last_evaluation = Evaluation(
+                dict(self.progress.evaluation),
+                torch.tensor(confusion) if confusion is not None else None,
+            )
         self._window = Totals(self.device)
         self._carry(self.progress.unlogged)
         rng: list[dict[str, Any]] = state["rng"]
@@ -476,8 +498,15 @@ class Trainer:
         return gathered
 
     def _start(self) -> Path | None:
-        """Resume from the newest good checkpoint (returned), or seed a fresh start."""
+        """Resume from the newest good checkpoint (returned), or seed a fresh start.
+
+        Checkpoints passed over (torn, corrupt) are named with the reason, in the log and in
+        the run; when there are checkpoints and none can be loaded, the attempt stops rather
+        than train from step 0 again into the same run.
+        """
         path = self.checkpointer.newest() if self.checkpointer is not None else None
+        if self.checkpointer is not None:
+            self._report_skipped(checkpoint_files.skipped(self.checkpointer.folder), path)
         if path is None or self.checkpointer is None:
             seed_everything(self.config.seed + self.rank)
             return None
@@ -490,6 +519,23 @@ class Trainer:
             ) from exc
         self.checkpointer.saved(self.progress.step)
         return path
+
+    def _report_skipped(self, passed: list[tuple[Path, str]], resumed: Path | None) -> None:
+        if not passed:
+            return
+        newest, problem = passed[0]
+        if resumed is None:
+            raise BlocktrainError(
+                f"no checkpoint in {newest.parent} can be loaded (the newest, {newest.name}, "
+                f"{problem}); training again from step 0 would repeat the run's steps: start a "
+                "new run with the same arguments instead"
+            )
+        if self.rank == 0:
+            for path, why in passed:
+                _log.warning("skipped checkpoint %s: it %s; resuming from %s", path, why, resumed)
+            if self.tracker is not None:
+                names = ", ".join(f"{path.name} ({why})" for path, why in passed)
+                self.tracker.set_tags({"blocktrain.skipped_checkpoints": names[:4000]})
 
     def _save(self, *, best: Best | None = None, wait: bool = False) -> None:
         self._report(self._exchange.flush())  # their points belong in the checkpoint's history

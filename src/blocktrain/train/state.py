@@ -33,6 +33,13 @@ class Progress:
     unlogged: dict[str, tuple[float, int]] = field(default_factory=dict[str, tuple[float, int]])
     """The training totals (sum, count) over every rank since the last logged point: a resume
     takes them up, so that the next point averages the same steps as without the stop."""
+    evaluated_at: int | None = None
+    """The step of the latest evaluation: a resume at that step does not evaluate again (its
+    numbers are kept below), so a run's final metrics do not depend on an interruption."""
+    evaluation: dict[str, float] = field(default_factory=dict[str, float])
+    """The values of the latest evaluation."""
+    confusion: list[list[int]] | None = None
+    """The latest evaluation's confusion counts, for the plots at the end."""
 
     def improves(self, value: float, mode: Mode, min_delta: float = 0.0) -> bool:
         """Whether ``value`` beats the best so far by more than ``min_delta``."""
@@ -67,4 +74,9 @@ class Progress:
                 str(name): (float(total), int(count))
                 for name, (total, count) in data.get("unlogged", {}).items()
             },
+            evaluated_at=None if data.get("evaluated_at") is None else int(data["evaluated_at"]),
+            evaluation={str(k): float(v) for k, v in data.get("evaluation", {}).items()},
+            confusion=[[int(c) for c in row] for row in data["confusion"]]
+            if data.get("confusion") is not None
+            else None,
         )

@@ -148,7 +148,7 @@ def test_status_shows_completion_attempt_and_metric(
     table = command(slurm_cluster, project, "slurm-status")
     assert table.returncode == 0
     assert table.stdout.splitlines()[0].split() == [
-        "RUN", "NAME", "JOB", "STATE", "ATTEMPT", "ELAPSED", "NODES", "METRIC",
+        "RUN", "NAME", "JOB", "STATE", "STATUS", "ATTEMPT", "ELAPSED", "NODES", "METRIC",
     ]  # fmt: skip
     assert {line.split()[0] for line in table.stdout.splitlines()[1:]} == {r[:8] for r in runs}
 

@@ -108,3 +108,22 @@ def test_exact_resume_in_new_processes(
     # The curves too: the points logged before the stop came back with the checkpoint.
     assert resumed[0]["history"] == full[0]["history"]
     assert "resumed from" in (tmp_path / "run" / "launch1-rank0.log").read_text()
+
+
+def test_final_metrics_describe_the_saved_model_and_survive_a_relaunch(tmp_path: Path) -> None:
+    """BatchNorm's running statistics drift apart on each rank after its last batch; only
+    rank 0's are saved. Every rank evaluates with rank 0's, so the metrics are the saved
+    model's; a relaunch after the final checkpoint keeps them instead of evaluating again."""
+    options = {"batchnorm": True}
+    first = launch(tmp_path / "run", 2, **options)
+    assert [r["outcome"] for r in first] == ["finished"] * 2
+    assert first[0]["values"] == first[1]["values"]
+    [alone] = launch(tmp_path / "run", 1, evaluate_saved=True, **options)
+    assert alone["values"]["val_accuracy"] == first[0]["values"]["val_accuracy"]
+    assert alone["values"]["val_loss"] == pytest.approx(first[0]["values"]["val_loss"], rel=1e-6)
+    # The relaunch finds the final checkpoint, with the evaluation of its step.
+    again = launch(tmp_path / "run", 2, **options)
+    assert [r["outcome"] for r in again] == ["finished"] * 2
+    assert again[0]["values"] == first[0]["values"]
+    assert again[0]["history"] == first[0]["history"]  # no point logged twice
+    assert again[0]["digest"] == first[0]["digest"]

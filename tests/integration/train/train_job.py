@@ -29,13 +29,14 @@ def dataset(count: int, seed: int) -> Any:
     return TensorDataset(images, labels)
 
 
-def network(dropout: float) -> Any:
+def network(dropout: float, batchnorm: bool = False) -> Any:
     import torch
     from torch import nn
 
     torch.manual_seed(0)
+    norm = [nn.BatchNorm2d(4)] if batchnorm else []  # running statistics drift per rank
     return nn.Sequential(
-        nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Dropout(dropout), nn.Flatten(),
+        nn.Conv2d(1, 4, 3, padding=1), *norm, nn.ReLU(), nn.Dropout(dropout), nn.Flatten(),
         nn.Linear(4 * 36, 3),
     )  # fmt: skip
 
@@ -67,7 +68,7 @@ def main(folder: Path, options: dict[str, Any]) -> dict[str, Any]:
         else contextlib.nullcontext()
     )
     with watching, distributed.process_group(timeout_s=30) as place:
-        model = network(options.get("dropout", 0.0))
+        model = network(options.get("dropout", 0.0), options.get("batchnorm", False))
         calls = 0
 
         def loss_fn(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -92,6 +93,14 @@ def main(folder: Path, options: dict[str, Any]) -> dict[str, Any]:
             checkpoint=CheckpointConfig(folder=folder / "checkpoints", every_steps=4),
         )
         val = dataset(25, seed=2)  # 13 and 12 examples on two ranks
+        if options.get("evaluate_saved"):
+            # The model a run saved, evaluated on its own: what its metrics must describe.
+            from blocktrain.train.checkpoint.files import load, newest_good
+
+            saved = newest_good(folder / "checkpoints")
+            assert saved is not None
+            model.load_state_dict(load(saved, weights_only=False)["model"])
+            return {"rank": place.rank, "values": trainer.evaluate(val).values}
         before = trainer.evaluate(val).values
         try:
             values, outcome = trainer.fit(dataset(48, seed=1), val), "finished"

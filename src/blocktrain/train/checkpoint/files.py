@@ -115,6 +115,18 @@ def newest_good(folder: Path) -> Path | None:
     return None
 
 
+def skipped(folder: Path) -> list[tuple[Path, str]]:
+    """The checkpoints newer than the newest good one, newest first, each with why it cannot
+    be loaded: what a resume passes over, and must say it does."""
+    passed: list[tuple[Path, str]] = []
+    for _, path in reversed(_checkpoints(folder)):
+        problem = _problem(path)
+        if problem is None:
+            break
+        passed.append((path, problem))
+    return passed
+
+
 def load(path: Path, map_location: str = "cpu", *, weights_only: bool = True) -> dict[str, Any]:
     """Read a checkpoint after checking it against its checksum.
 
