@@ -60,7 +60,8 @@ from launch_project import LaunchProject  # noqa: E402  # pyright: ignore[report
 SAMPLE_S = 0.4
 EPISODE_TIMEOUT_S = 300.0
 """From the launch until the run finished, faults and recoveries included."""
-ANCHOR_TIMEOUT_S = 60.0
+ANCHOR_TIMEOUT_S = 120.0
+"""A local job's supervisor takes 60 s to end an attempt whose rank hangs in start-up."""
 SETTLE_S = 1.2
 """No live job for this long: the run has left the queue (a requeue keeps it there)."""
 OPEN_GRACE_S = 20.0

@@ -253,10 +253,12 @@ def consistent(view: StateView) -> list[str]:
         return [f"MLflow says {view.mlflow} after every job of the run ended (left open)"]
     status = view.mlflow
     issues: list[str] = []
-    if view.status_json != status:
+    # No status.json (no attempt got as far as its tracker) claims nothing, and neither does
+    # the STATUS column it fills; a stale one claims what is no longer so.
+    if view.status_json not in (None, status):
         issues.append(f"status.json says {view.status_json}, MLflow {status}")
     shown = "KILLED" if view.status_run_state == "STOPPED" else view.status_run_state
-    if shown != status:
+    if shown not in (None, status):
         issues.append(f"slurm-status STATUS says {view.status_run_state}, MLflow {status}")
     if view.status_state not in JOB_STATES[status] | {status}:
         issues.append(f"slurm-status STATE says {view.status_state}, MLflow {status}")

@@ -120,6 +120,10 @@ def test_the_places_that_tell_the_end_must_agree():
         "MLflow says RUNNING after every job of the run ended (left open)"
     ]
     assert consistent(dataclasses.replace(left_open, live_jobs=("L2",))) == []  # not ended
+    never_tracked = dataclasses.replace(
+        stale, status_json=None, status_run_state=None, status_state="FAILED"
+    )
+    assert consistent(never_tracked) == []  # no attempt wrote a status: no claim
     crashed_at_exit = dataclasses.replace(FINISHED, job_state="FAILED")
     assert consistent(crashed_at_exit) == ["the latest job ended FAILED, the run FINISHED"]
     cancelled = StateView(
