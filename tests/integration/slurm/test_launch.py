@@ -276,7 +276,7 @@ def _snapshot(project: LaunchProject) -> tuple[list[str], int]:
             "either --args files or a --sweep",
         ),
         (["train", "--args", "missing.yaml"], "missing.yaml: no such arguments file"),
-        (["train", "--run-id", "0123456789abcdef"], "no run 0123456789abcdef"),
+        (["train", "--run-id", "0123456789abcdef"], "no run or job matches '0123456789abcdef'"),
     ],
 )
 def test_bad_input_exits_2_with_one_line_and_creates_nothing(

@@ -38,7 +38,6 @@ from blocktrain.core.paths import Layout
 from blocktrain.distributed import free_port
 from blocktrain.launch.local import jobstate
 from blocktrain.launch.local.jobstate import LocalJob, LocalPlan
-from blocktrain.restart import requeue
 
 POLL_S = 0.2
 KILL_GRACE_S = 30.0
@@ -245,6 +244,9 @@ class Supervisor:
     def end_attempt(self, index: int, attempt: _Attempt, codes: list[int], now: float) -> None:
         del self.attempts[index]
         key = self.job.key(index)
+        # Here, not at the top: slurm-status imports this module and needs none of restart.
+        from blocktrain.restart import requeue
+
         asked = requeue.requeue_asked(Path(self.plan.requeue_dir), key)
         result = jobstate.outcome(
             codes, requeue_asked=asked, cancelled=attempt.cancelled, timed_out=attempt.timed_out
