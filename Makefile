@@ -27,6 +27,9 @@ init: | $(UV) ## create .venv with exactly the locked packages (requirements.loc
 	$(UV) venv --quiet --allow-existing --python 3.11 $(VENV) 2>/dev/null || $(UV) venv --quiet --allow-existing $(VENV)
 	VIRTUAL_ENV=$(VENV) $(UV) pip sync --quiet --require-hashes --compile-bytecode requirements.lock
 	VIRTUAL_ENV=$(VENV) $(UV) pip install --quiet --no-deps --compile-bytecode -e .
+	@# The editable source is not in site-packages, so uv compiles none of it; without this, a
+	@# machine with PYTHONDONTWRITEBYTECODE=1 compiles every imported module on every command.
+	$(PY) -m compileall -q src
 
 # The mlflow caps in pyproject.toml (<3.18) stay while mlflow 3.18 does not resolve on the
 # package index (it lacked mlflow-tracing 3.18.0); the first step says when they can go.
@@ -105,3 +108,15 @@ OUTPUT ?= $(abspath ..)
 project: ## a new project from the template, in OUTPUT (default: beside this folder); ARGS="--no-input project_name=..."
 	@[ -x $(VENV)/bin/cookiecutter ] || $(MAKE) --no-print-directory init
 	@$(PY) scripts/new-project --output "$(OUTPUT)" $(ARGS)
+
+# The chaos harness (docs/chaos.md): EPISODES random fault episodes of campaign SEED, each a short
+# real job under --executor local or on the local Slurm cluster (EXECUTOR=slurm, root; NODES=2
+# for a job on two nodes), then the invariants; prints the table, exits 1 on any violation.
+EPISODES ?= 20
+SEED ?= 0
+EXECUTOR ?= local
+NODES ?= 1
+.PHONY: chaos
+chaos: ## fault episodes on real jobs, invariants checked: EPISODES=N SEED=S EXECUTOR=local|slurm NODES=1|2
+	@[ -x $(PY) ] || $(MAKE) --no-print-directory init
+	PYTHONPATH=tests $(PY) -m chaos --episodes $(EPISODES) --seed $(SEED) --executor $(EXECUTOR) --nodes $(NODES)

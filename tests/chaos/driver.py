@@ -366,10 +366,10 @@ class Episode:
                 if element["state"] in ("PENDING", "RUNNING", "REQUEUED") and supervised:
                     live[job_id] = str(element["state"])
             return live
-        done = self.command("squeue", "-h", "-o", "%i|%T", "-j", ",".join(jobs), timeout=30)
+        # The whole queue (the cluster is the campaign's own): `-j` fails outright when one of
+        # the ids has been purged from slurmctld's memory (MinJobAge).
+        done = self.command("squeue", "-h", "-o", "%i|%T", timeout=30)
         if done.returncode != 0:
-            if "Invalid job id" in done.stderr:
-                return {}
             return None
         rows = (line.split("|", 1) for line in done.stdout.split())
         return {job: state for job, state in rows if job in jobs}
