@@ -110,6 +110,14 @@ def _environ(pid: int) -> dict[str, str]:
     return {k.decode(errors="replace"): v.decode(errors="replace") for k, v in pairs}
 
 
+def _works_in(pid: int, root: Path) -> bool:
+    """Whether the process's working folder is ``root`` or below it."""
+    try:
+        return Path(f"/proc/{pid}/cwd").readlink().is_relative_to(root)
+    except OSError:
+        return False
+
+
 def processes(root: Path, jobs: Sequence[str] = ()) -> list[Proc]:
     """The live processes of the project at ``root``: those whose command line names it, and,
     when ``jobs`` are given, those whose environment says they run one of them."""
@@ -130,7 +138,9 @@ def processes(root: Path, jobs: Sequence[str] = ()) -> list[Proc]:
             continue
         env = _environ(int(entry.name))
         job = env.get("SLURM_JOB_ID")
-        if not named and job not in wanted:
+        if not named and (job not in wanted or not _works_in(int(entry.name), root)):
+            # A job id alone is no proof: other clusters and local jobs on this machine (the
+            # test suite's, running beside a campaign) number their jobs the same way.
             continue
         rank = env.get("SLURM_PROCID")
         argv = tuple(a.decode(errors="replace") for a in raw.split(b"\0") if a)
