@@ -451,7 +451,12 @@ class Episode:
     # ---- waiting, with the user's recovery --------------------------------------------------
 
     def finished(self) -> bool:
-        return (self.run_dir / "finished").exists() and self.latest().status == "FINISHED"
+        """The run finished by its own account (its finished marker), and MLflow says so or
+        its jobs have left the queue (a different word in MLflow is the invariants' to judge;
+        a relaunch would only be refused)."""
+        if not (self.run_dir / "finished").exists():
+            return False
+        return self.latest().status == "FINISHED" or self.settled()
 
     def settled(self) -> bool:
         """Its jobs (and, on Slurm, their watcher jobs) have left the queue for
@@ -482,7 +487,7 @@ class Episode:
                 return True
             if self.finished():
                 return until()
-            if self.settled() and not self.finished():
+            if self.settled() and not (self.run_dir / "finished").exists():
                 self.recover()
             time.sleep(0.1)
         return False

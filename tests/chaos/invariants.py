@@ -168,7 +168,8 @@ class Observed:
     t0: float
     """When the episode began: times are shown relative to it."""
     finished: bool
-    """The run reached FINISHED in MLflow before the episode's deadline."""
+    """The run finished by its own account (its finished marker) before the episode's
+    deadline; whether MLflow and the rest agree is :func:`one_final_state`'s to judge."""
     samples: Sequence[Sample] = ()
     spans: Sequence[JobSpan] = ()
     relaunches: Sequence[RelaunchBatch] = ()
