@@ -813,19 +813,7 @@ class Episode:
         done = self.command(
             "sacct", "-D", "-X", "-P", "-n", "-o", "JobID,Submit,End,State", "-j", ",".join(jobs)
         )
-        spans: dict[str, list[float | None]] = {}
-        for line in done.stdout.splitlines():
-            job, submit, end, state = [*line.split("|"), "", "", ""][:4]
-            if job not in jobs:
-                continue
-            start = _epoch(submit)
-            stop = None if state.split(" ")[0] in SLURM_LIVE_STATES else _epoch(end)
-            seen = spans.setdefault(job, [start, stop])
-            if start is not None and (seen[0] is None or start < seen[0]):
-                seen[0] = start
-            if stop is None or (seen[1] is not None and stop > seen[1]):
-                seen[1] = stop
-        return [JobSpan(job_id=j, start=s, end=e) for j, (s, e) in spans.items()]
+        return sacct_spans(done.stdout, jobs)
 
     def attempts(self) -> list[AttemptView]:
         views: list[AttemptView] = []
@@ -974,6 +962,25 @@ class Episode:
 
 class _GiveUpError(Exception):
     """The episode cannot go on (a run that is never accepted again): observe what there is."""
+
+
+def sacct_spans(text: str, jobs: Sequence[str]) -> list[JobSpan]:
+    """The spans of ``jobs`` from ``sacct -D -X -P -n -o JobID,Submit,End,State``: one line per
+    instance of a job, a requeued job's earlier instances ending REQUEUED. A job was live from
+    its first submission to the end of its latest instance (None: that one still runs)."""
+    instances: dict[str, list[tuple[float, str, float | None]]] = {}
+    for line in text.splitlines():
+        job, submit, end, state = [*line.split("|"), "", "", ""][:4]
+        if job in jobs:
+            submitted = _epoch(submit) or 0.0
+            instances.setdefault(job, []).append((submitted, state.split(" ")[0], _epoch(end)))
+    spans: list[JobSpan] = []
+    for job, seen in instances.items():
+        _, state, end = max(seen, key=lambda instance: instance[0])
+        live = state in SLURM_LIVE_STATES
+        start = min(instance[0] for instance in seen)
+        spans.append(JobSpan(job_id=job, start=start, end=None if live else end))
+    return spans
 
 
 def _alive(pid: object) -> bool:
