@@ -146,11 +146,12 @@ def snapshot(
 ) -> tuple[list[Row], str | None]:
     """Rows of the chosen runs, after one squeue and at most one sacct."""
     records = select(layout, idents)
-    local = {r.run_id: read_local(layout, r.run_id) for r in records}
-    # Local jobs answer from their state files, read once; Slurm is asked about the rest.
+    # Local jobs answer from their state files, read once (and first: reading a job whose
+    # supervisor died settles its runs); Slurm is asked about the rest.
     latest = [r.latest_job.job_id for r in records if r.latest_job is not None]
     local_jobs, _ = statusview.split_local(latest)
     local_queued, local_ended = statusview.by_state(queries.entries(layout, local_jobs))
+    local = {r.run_id: read_local(layout, r.run_id) for r in records}
     _, slurm_ids = statusview.split_local(statusview.queue_ids(records, local))
     queued = {**ask_queue(slurm_ids), **local_queued}
     if not (everything or idents):

@@ -146,9 +146,13 @@ def _cancel_job(layout: Layout, record: RunRecord, job: str) -> None:
 
 
 def _mark_killed(layout: Layout, record: RunRecord) -> None:
+    """KILLED in MLflow and status.json, unless the run had already ended otherwise. A Slurm
+    job's tasks may still write their last status after ``scancel``; its watcher job settles
+    the run again once the job has left the queue."""
+    from blocktrain.launch.slurm import finalize  # its imports only when a run is marked
+
     store = tracking.backend(record.tracking_uri, layout.root)
-    if str(store.get_run(record.run_id).info.status) in ("RUNNING", "SCHEDULED"):
-        store.set_status(record.run_id, "KILLED", None)
+    finalize.settle(layout, record, store, lambda _: "CANCELLED")
 
 
 def _main(prog: str, description: str, action: str, argv: Sequence[str] | None) -> int:

@@ -186,3 +186,60 @@ def test_an_unknown_executor_is_one_line_and_creates_nothing(project: LocalProje
     assert "unknown executor 'nonsense'" in done.stderr
     assert not (project.root / ".blocktrain").exists()
     assert not (project.root / "mlflow.db").exists()
+
+
+def status_json(project: LocalProject, run_id: str) -> dict[str, object]:
+    return json.loads((project.root / ".blocktrain" / "logs" / run_id / "status.json").read_text())
+
+
+def gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+def test_a_killed_rank_ends_the_run_failed_in_mlflow_and_status_json(project: LocalProject):
+    """SIGKILL leaves rank 0 no word to say; the supervisor settles the run for it."""
+    (project.root / "exp.yaml").write_text("steps: 5000\nstep_seconds: 0.05\n")
+    run_id, job_id = project.launch("train", "--args", "exp.yaml", "--executor", "local")
+    project.wait(lambda: training(project, run_id, 1), 180, "attempt 1 to train")
+    assert status_json(project, run_id)["status"] == "RUNNING"
+    rank0 = project.local_job(job_id)["elements"][0]["pids"][0]
+    os.kill(rank0, signal.SIGKILL)
+    project.wait(lambda: ended(project, run_id), 120, "the job to end")
+    assert project.run_status(run_id) == "FAILED"
+    local = status_json(project, run_id)
+    assert local["status"] == "FAILED"
+    assert "without a word from the run" in str(local["reason"])
+    assert status_row(project, run_id)["run_state"] == "FAILED"
+
+
+def test_a_job_whose_supervisor_died_ends_at_the_next_look_and_resumes(project: LocalProject):
+    """The machine lost the supervisor (SIGKILL): nothing requeues or ends its job. The next
+    command that reads it kills the tasks left behind and ends the run FAILED everywhere; the
+    run resumes from its checkpoint."""
+    (project.root / "exp.yaml").write_text("steps: 400\nstep_seconds: 0.05\ncheckpoint_every: 50\n")
+    run_id, job_id = project.launch("train", "--args", "exp.yaml", "--executor", "local")
+    project.wait(lambda: "step 60 loss" in project.log(run_id, 1), 180, "a checkpoint")
+    state = project.local_job(job_id)
+    tasks = state["elements"][0]["pids"]
+    os.kill(state["supervisor_pid"], signal.SIGKILL)
+    project.wait(lambda: gone(state["supervisor_pid"]), 30, "the supervisor to go")
+    assert not any(gone(pid) for pid in tasks)  # its tasks go on, unsupervised
+
+    row = status_row(project, run_id)
+
+    assert (row["state"], row["run_state"]) == ("FAILED", "FAILED")
+    assert project.run_status(run_id) == "FAILED"
+    assert status_json(project, run_id)["status"] == "FAILED"
+    assert project.local_job(job_id)["elements"][0]["state"] == "FAILED"
+    project.wait(lambda: all(gone(pid) for pid in tasks), 10, "the tasks left behind to go")
+    assert project.command("slurm-status", "--json", run_id).returncode == 0  # settled once
+
+    relaunched = project.command("slurm-launch", "train", "--run-id", run_id)
+    assert relaunched.returncode == 0, relaunched.stderr
+    project.wait(lambda: ended(project, run_id), RUN_TIMEOUT_S, "the relaunched run to end")
+    assert project.run_status(run_id) == "FINISHED"
+    assert "resumed from step" in project.log(run_id, 2)

@@ -214,6 +214,22 @@ def queue_entry(job: LocalJob, index: int, now: float, *, supervised: bool) -> Q
     return QueueEntry(job.key(index), state, elapsed, nodes)
 
 
+def abandoned(job: LocalJob, *, supervised: bool) -> list[int]:
+    """The elements a supervisor that is gone left unfinished (killed with its machine): no
+    one will run, requeue or end them. A job whose supervisor has not taken over yet has none.
+    """
+    if supervised or job.supervisor_pid is None:
+        return []
+    return [i for i, e in enumerate(job.elements) if e.state in ACTIVE]
+
+
+def mark_lost(job: LocalJob, indices: Sequence[int], now: float) -> None:
+    """End abandoned elements as FAILED, as Slurm ends the jobs of a node it lost."""
+    for index in indices:
+        element = job.elements[index]
+        element.state, element.ended, element.pids = "FAILED", now, []
+
+
 def elapsed_text(seconds: float) -> str:
     """Slurm's elapsed format: ``M:SS``, ``H:MM:SS``, ``D-HH:MM:SS``."""
     total = max(0, int(seconds))

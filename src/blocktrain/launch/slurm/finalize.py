@@ -2,41 +2,43 @@
 
 At submission, the launcher also submits a tiny job that depends on the run's job with
 ``afterany``, so it starts only once that job has left the queue for good (a requeued job has
-not). It marks every run still RUNNING or SCHEDULED as FAILED, or KILLED when Slurm cancelled
-the job, completes its last attempt's row with Slurm's word for the ending (``attempts.csv``,
-see :mod:`blocktrain.track.attempts`), and sends the Slack message the dead process could not.
-Then, for runs of a sweep, it closes the sweep's parent run once every run has ended
-(:func:`blocktrain.launch.sweeps.parentrun.settle`).
+not). It gives every run its one final state in MLflow and in ``status.json`` alike
+(:mod:`blocktrain.launch.records.finalstate`): a run that nothing reported ended is marked
+FAILED, or KILLED when Slurm cancelled the job; a run whose places disagree (a cancel that
+raced its tasks' last words, a status that arrived out of order) gets the one they settle on.
+For a run that ended without a word it also completes its last attempt's row with Slurm's
+word for the ending (``attempts.csv``, see :mod:`blocktrain.track.attempts`) and sends the
+Slack message the dead process could not. Then, for runs of a sweep, it closes the sweep's
+parent run once every run has ended (:func:`blocktrain.launch.sweeps.parentrun.settle`).
 
     python -m blocktrain.launch.slurm.finalize PROJECT_ROOT RUN_ID [RUN_ID ...]
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import sys
+import time
 import traceback
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
+from blocktrain.core.atomic import write_text_atomic
 from blocktrain.core.paths import Layout
 from blocktrain.core.redact import Redactor
-from blocktrain.launch.records import tracking
+from blocktrain.launch.records import finalstate, tracking
 from blocktrain.launch.records.store import RunRecord, read_record
 from blocktrain.launch.slurm import commands
 from blocktrain.launch.sweeps import parentrun
 from blocktrain.track import attempthistory
 from blocktrain.track.attempts import slurm_cause
 from blocktrain.track.backend import MlflowBackend
+from blocktrain.track.replay import replay_unsent
 
 WATCHER_NAME = "blocktrain-finalize"
-_OPEN = ("RUNNING", "SCHEDULED")
-
-
-def final_status(slurm_state: str) -> str:
-    """The MLflow status of a run whose job ended in ``slurm_state`` without reporting."""
-    return "KILLED" if slurm_state.startswith("CANCELLED") else "FAILED"
 
 
 def watcher_command(python: str, root: Path, run_ids: Sequence[str]) -> list[str]:
@@ -60,30 +62,74 @@ def finalize(
     run_ids: Sequence[str],
     job_state: Callable[[RunRecord], str] | None = None,
 ) -> list[tuple[str, str]]:
-    """Close every open run among ``run_ids``; returns (run id, status set) for those it closed.
+    """Give every run among ``run_ids`` its one final state, in MLflow and status.json alike;
+    returns (run id, status) for those where either changed.
 
     ``job_state`` tells how a run's latest job ended: sacct's word by default; a local job's
     supervisor knows it itself.
     """
-    closed: list[tuple[str, str]] = []
+    changed: list[tuple[str, str]] = []
     sweeps: dict[str, None] = {}
     for run_id in run_ids:
         record = read_record(layout, run_id)
         if record.parent_run_id is not None:
             sweeps[record.launch_id] = None
         store = tracking.backend(record.tracking_uri, layout.root)
-        status = str(store.get_run(run_id).info.status)
-        if status not in _OPEN:
-            continue
-        state = (job_state or _slurm_state)(record)
-        new_status = final_status(state)
-        store.set_status(run_id, new_status, None)
-        closed.append((run_id, new_status))
-        _best_effort(_close_attempt, layout, store, record, state)
-        _notify(record, state, new_status)
+        # No later attempt will send what the last one kept through an outage (its final
+        # status, often): it goes now, with its own end time, before the end is judged.
+        replay_unsent(store, layout.logs, run_id)
+        ended = settle(layout, record, store, job_state or _slurm_state)
+        if ended.changed:
+            changed.append((run_id, ended.status))
+        _best_effort(_close_attempt, layout, store, record, ended.job_state or "UNKNOWN")
+        if ended.unreported:
+            _notify(record, ended.job_state or "UNKNOWN", ended.status)
     for launch_id in sweeps:
         _best_effort(parentrun.settle, layout, launch_id)
-    return closed
+    return changed
+
+
+@dataclass(frozen=True, slots=True)
+class Ended:
+    status: str
+    """The run's final state, now in MLflow and status.json."""
+    changed: bool
+    """MLflow or status.json said something else before."""
+    unreported: bool
+    """Nothing had recorded an end: the run's processes died without a word."""
+    job_state: str | None
+    """How its latest job ended, where that decided the state (else not asked)."""
+
+
+def settle(
+    layout: Layout, record: RunRecord, store: MlflowBackend, job_state: Callable[[RunRecord], str]
+) -> Ended:
+    """Write the run's final state (:func:`finalstate.settled`) wherever it differs."""
+    run_id = record.run_id
+    mlflow = str(store.get_run(run_id).info.status)
+    logs = layout.log_files(run_id)
+    try:
+        old: str | None = logs.status.read_text()
+    except OSError:
+        old = None
+    local = finalstate.local_said(old)
+    finished = layout.run(run_id).finished_marker.exists()
+    unreported = not finished and mlflow not in finalstate.FINAL and local not in finalstate.FINAL
+    state = job_state(record) if unreported else None
+    status = finalstate.settled(
+        mlflow=mlflow, local=local, finished=finished, job_state=state or "UNKNOWN"
+    )
+    if mlflow != status:
+        store.set_status(run_id, status, None)
+    if local != status:
+        reason = f"its job ended {state} without a word from the run" if unreported else None
+        text = finalstate.status_text(
+            old, run_id=run_id, status=status, reason=reason, now=time.time()
+        )
+        with contextlib.suppress(OSError):  # a full disk must not keep MLflow from the end
+            logs.folder.mkdir(parents=True, exist_ok=True)
+            write_text_atomic(logs.status, text)
+    return Ended(status, mlflow != status or local != status, unreported, state)
 
 
 def _close_attempt(layout: Layout, store: MlflowBackend, record: RunRecord, state: str) -> None:
