@@ -13,6 +13,7 @@ blocktrain but its errors.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
 import re
@@ -81,6 +82,39 @@ def write_bytes_atomic(path: Path, data: bytes, mode: int | None = None) -> None
 
 def write_text_atomic(path: Path, text: str, mode: int | None = None) -> None:
     write_bytes_atomic(path, text.encode("utf-8"), mode)
+
+
+FULL_DISK = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+def write_text_or_overwrite(path: Path, text: str, last_word: str) -> bool:
+    """``text`` atomically; on a full disk (or quota), ``last_word`` over the existing file in
+    place instead, when it fits in the blocks the file already holds. False when neither could
+    be written.
+
+    For small state files that must say how a job ended even when the disk it fills is theirs:
+    a rewrite in place needs no new block on file systems that overwrite in place (ext4, XFS,
+    tmpfs; not copy-on-write ones such as btrfs), though a reader may catch it half written.
+    """
+    try:
+        write_text_atomic(path, text)
+    except OSError as exc:
+        if exc.errno not in FULL_DISK:
+            return False
+    else:
+        return True
+    data = last_word.encode()
+    try:
+        with path.open("r+b") as file:
+            if len(data) > os.fstat(file.fileno()).st_blocks * 512:
+                return False
+            file.write(data)
+            file.truncate()
+            file.flush()
+            os.fsync(file.fileno())
+    except OSError:
+        return False
+    return True
 
 
 @contextlib.contextmanager

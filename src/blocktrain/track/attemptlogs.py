@@ -21,7 +21,7 @@ import threading
 import time
 from collections.abc import Generator
 
-from blocktrain.core.atomic import write_text_atomic
+from blocktrain.core.atomic import write_text_atomic, write_text_or_overwrite
 from blocktrain.core.jobenv import JobContext
 from blocktrain.core.redact import Redactor
 from blocktrain.core.values import JSON
@@ -29,6 +29,8 @@ from blocktrain.track import attempthistory
 from blocktrain.track.tracker import Tracker
 
 _log = logging.getLogger("blocktrain.track")
+_REASON_ON_FULL_DISK = 3000
+"""status.json's first block holds 4 KiB: a reason written over it on a full disk is cut to fit."""
 
 
 def run_key(context: JobContext) -> str:
@@ -157,8 +159,11 @@ def write_local_status(tracker: Tracker, status: str, reason: str | None = None)
     }
     if reason is not None:
         record["reason"] = reason
-    with contextlib.suppress(OSError):
-        write_text_atomic(tracker.logs.status, json.dumps(record))
+    # On a full disk, at least the state and its reason, over the file's own blocks.
+    last_word = {k: v for k, v in record.items() if k != "metrics"}
+    if reason is not None and len(reason) > _REASON_ON_FULL_DISK:
+        last_word["reason"] = reason[: _REASON_ON_FULL_DISK - 3] + "..."
+    write_text_or_overwrite(tracker.logs.status, json.dumps(record), json.dumps(last_word))
 
 
 def _upload_periodically(tracker: Tracker, stop: threading.Event) -> None:

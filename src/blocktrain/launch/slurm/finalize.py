@@ -26,7 +26,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from blocktrain.core.atomic import write_text_atomic
+from blocktrain.core.atomic import write_text_or_overwrite
 from blocktrain.core.paths import Layout
 from blocktrain.core.redact import Redactor
 from blocktrain.launch.records import finalstate, tracking
@@ -126,9 +126,9 @@ def settle(
         text = finalstate.status_text(
             old, run_id=run_id, status=status, reason=reason, now=time.time()
         )
-        with contextlib.suppress(OSError):  # a full disk must not keep MLflow from the end
+        with contextlib.suppress(OSError):  # a missing folder must not keep the others
             logs.folder.mkdir(parents=True, exist_ok=True)
-            write_text_atomic(logs.status, text)
+        write_text_or_overwrite(logs.status, text, text)
     return Ended(status, mlflow != status or local != status, unreported, state)
 
 
