@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 from launchkit import RecordingScheduler, run
 
+from blocktrain.core import checkpointfiles
 from blocktrain.core.paths import Layout
 from blocktrain.entry import bounded
 from blocktrain.entry.argfiles import load_arg_file
@@ -70,6 +71,33 @@ def test_a_finished_run_is_not_rerun(project: Path):
     with pytest.raises(BlocktrainError, match=r"has finished and is not rerun; start a new run"):
         run(project, scheduler, run_id=first.run_id)
     assert len(scheduler.submitted) == 1
+
+
+def _checkpoint(folder: Path, step: int, *, good: bool) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = checkpointfiles.checkpoint_path(folder, step)
+    path.write_bytes(b"weights %d" % step)
+    digest = checkpointfiles.sha256(path) if good else "0" * 64
+    checkpointfiles.sidecar_path(path).write_text(f"{digest}  {path.name}\n")
+
+
+def test_a_run_whose_checkpoints_all_fail_their_checksums_is_not_relaunched(project: Path):
+    scheduler = RecordingScheduler()
+    [first] = run(project, scheduler).runs
+    folder = Layout(project).checkpoints(first.run_id)
+    _checkpoint(folder, 40, good=False)
+    _checkpoint(folder, 80, good=False)
+    with pytest.raises(BlocktrainError) as refused:
+        run(project, scheduler, run_id=first.run_id)
+    assert str(refused.value).count("\n") == 0
+    assert "no checkpoint in" in str(refused.value)
+    assert "the newest, step-000000080.pt, does not match the checksum" in str(refused.value)
+    assert len(scheduler.submitted) == 1
+    assert len(read_record(Layout(project), first.run_id).jobs) == 1
+
+    _checkpoint(folder, 40, good=True)  # one good one: the relaunch resumes from it
+    run(project, scheduler, run_id=first.run_id)
+    assert len(scheduler.submitted) == 2
 
 
 def test_run_id_takes_a_unique_prefix_and_refuses_what_is_no_run_id(project: Path):

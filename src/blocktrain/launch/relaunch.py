@@ -16,6 +16,7 @@ import os
 from collections.abc import Callable, Generator
 from typing import Any
 
+from blocktrain.core import checkpointfiles
 from blocktrain.core.atomic import locked
 from blocktrain.core.paths import Layout, import_paths
 from blocktrain.entry import load_entry, resolve
@@ -56,6 +57,7 @@ def _relaunch(
     was = executors.chosen(record.executor)
     refuse_if_queued(record, scheduler or executors.scheduler_for(was, layout))
     refuse_if_finished(layout, record)
+    refuse_if_unloadable(layout, record)
     with importable(import_paths(layout.launch(record.launch_id).code)):
         refuse_changed_arguments(record, load_entry(record.entry), request)
     profile_name = request.profile or record.profile
@@ -129,6 +131,22 @@ def refuse_if_finished(layout: Layout, record: RunRecord) -> None:
             f"run {record.run_id} has finished and is not rerun; start a new run from its "
             f"weights (blocktrain.train.load_weights(model, run_id={record.run_id!r}) in the "
             "entry function, or an argument of yours that names the run)"
+        )
+
+
+def refuse_if_unloadable(layout: Layout, record: RunRecord) -> None:
+    """A run whose checkpoints all fail their checksums could only train again from step 0,
+    into the same run: its metric history would hold its steps twice. (Only the run's own
+    checkpoint folder is looked at; a training that keeps its checkpoints elsewhere is stopped
+    by the trainer at its start instead.)"""
+    folder = layout.checkpoints(record.run_id)
+    passed = checkpointfiles.skipped(folder)
+    if passed and len(passed) == len(checkpointfiles.numbered(folder)):
+        newest, why = passed[0]
+        raise BlocktrainError(
+            f"run {record.run_id}: no checkpoint in {folder} can be loaded (the newest, "
+            f"{newest.name}, {why}); a relaunch would train it again from step 0 into the same "
+            "run: put a good checkpoint back, or start a new run with its arguments"
         )
 
 

@@ -12,15 +12,14 @@ torch (and numpy) are imported when a function needs them, not with the module.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import random
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
+from blocktrain.core import checkpointfiles as _files
 from blocktrain.core.atomic import atomic_path, temporary_pattern, write_text_atomic
 from blocktrain.errors import BlocktrainError
 
@@ -30,26 +29,23 @@ if TYPE_CHECKING:
 
     _NumpyState = tuple[str, NDArray[np.uint32], int, int, float]
 
-_NAME = re.compile(r"step-(\d{9,})\.pt")
-_NAME_OR_SIDECAR = re.compile(r"step-(\d{9,})\.pt(?:\.sha256)?")
 _LEFTOVER = temporary_pattern(r"step-\d{9,}\.pt(?:\.sha256)?|best\.json")
+_NAME = _files.NAME
+_NAME_OR_SIDECAR = _files.NAME_OR_SIDECAR
+_names, _checkpoints, _problem, _sha256 = (
+    _files.names,
+    _files.numbered,
+    _files.problem,
+    _files.sha256,
+)
+# Which files can be trusted is decided without torch, in core, where slurm-launch reads it too.
+checkpoint_path = _files.checkpoint_path
+sidecar_path = _files.sidecar_path
+is_good = _files.is_good
+newest_good = _files.newest_good
+skipped = _files.skipped
 _UMASK_DECIDES = 0o666  # checkpoints get the permissions of any file the user writes
 BEST_FILE = "best.json"
-
-
-def checkpoint_path(folder: Path, step: int) -> Path:
-    """Where :func:`save` puts the checkpoint of ``step``."""
-    return folder / f"step-{step:09d}.pt"
-
-
-def sidecar_path(checkpoint: Path) -> Path:
-    """The checksum file that vouches for ``checkpoint``."""
-    return checkpoint.with_name(checkpoint.name + ".sha256")
-
-
-def _sha256(path: Path) -> str:
-    with path.open("rb") as file:
-        return hashlib.file_digest(file, "sha256").hexdigest()
 
 
 def save(state: Mapping[str, Any], folder: Path, step: int) -> Path:
@@ -67,64 +63,6 @@ def save(state: Mapping[str, Any], folder: Path, step: int) -> Path:
         # Synced with its folder before the checkpoint it vouches for is renamed into place.
         write_text_atomic(sidecar_path(final), line, _UMASK_DECIDES)
     return final
-
-
-def _problem(path: Path) -> str | None:
-    """Why ``path`` is not a good checkpoint, or None when it is."""
-    sidecar = sidecar_path(path)
-    try:
-        if not path.is_file():
-            return "does not exist"
-        if not sidecar.is_file():
-            return f"has no checksum file {sidecar.name} (it was never completely saved)"
-        fields = sidecar.read_bytes().split()
-        if not fields or fields[0].decode("ascii", "replace") != _sha256(path):
-            return f"does not match the checksum in {sidecar.name} (truncated or corrupt)"
-    except OSError as exc:
-        return f"cannot be read ({exc})"
-    return None
-
-
-def is_good(path: Path) -> bool:
-    """Whether ``path`` exists and matches its checksum file; never raises."""
-    return _problem(path) is None
-
-
-def _names(folder: Path) -> list[str]:
-    try:
-        return [entry.name for entry in folder.iterdir()]
-    except OSError:
-        return []
-
-
-def _checkpoints(folder: Path) -> list[tuple[int, Path]]:
-    """(step, path) of the files named like checkpoints, oldest first; [] for no folder."""
-    matches = (_NAME.fullmatch(name) for name in _names(folder))
-    return sorted((int(m.group(1)), folder / m.group(0)) for m in matches if m)
-
-
-def newest_good(folder: Path) -> Path | None:
-    """The checkpoint with the highest step that is good, or None (also for no folder).
-
-    Truncated or corrupt files, files without a checksum and leftover temporary files are
-    skipped; unreadable entries are treated as bad, never raised.
-    """
-    for _, path in reversed(_checkpoints(folder)):
-        if is_good(path):
-            return path
-    return None
-
-
-def skipped(folder: Path) -> list[tuple[Path, str]]:
-    """The checkpoints newer than the newest good one, newest first, each with why it cannot
-    be loaded: what a resume passes over, and must say it does."""
-    passed: list[tuple[Path, str]] = []
-    for _, path in reversed(_checkpoints(folder)):
-        problem = _problem(path)
-        if problem is None:
-            break
-        passed.append((path, problem))
-    return passed
 
 
 def load(path: Path, map_location: str = "cpu", *, weights_only: bool = True) -> dict[str, Any]:
