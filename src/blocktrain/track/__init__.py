@@ -23,7 +23,7 @@ Must not: import mlflow at module level (the CLIs import this package), import t
 about Slurm commands; the job's identity comes from :mod:`blocktrain.core.jobenv`.
 """
 
-from blocktrain.track.lifecycle import ATTEMPT_TAG
+from blocktrain.track.backend import ATTEMPT_TAG
 from blocktrain.track.run import track, tracking
 from blocktrain.track.tracker import (
     TrackConfig,

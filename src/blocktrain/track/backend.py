@@ -19,6 +19,8 @@ if TYPE_CHECKING:
 
 EMBEDDED_DB = "mlflow.db"
 EMBEDDED_ARTIFACTS = "mlartifacts"
+ATTEMPT_TAG = "blocktrain.attempt"
+"""The run's latest attempt number, set by each attempt as it starts."""
 
 
 def tracking_uri(env: Mapping[str, str], project_root: Path) -> str:
@@ -121,6 +123,21 @@ class MlflowBackend:
 
     def get_run(self, run_id: str) -> Any:  # noqa: ANN401 - mlflow.entities.Run, imported lazily
         return self.client.get_run(run_id)
+
+    def latest_steps(self, run_id: str) -> dict[str, int]:
+        """Per metric key, the highest step the run holds (one request, whatever the keys)."""
+        return latest_steps(self.get_run(run_id))
+
+    def steps_of(self, run_id: str, key: str) -> set[int]:
+        """Every step of the run's history of ``key``."""
+        return {int(m.step) for m in self.client.get_metric_history(run_id, key)}
+
+
+def latest_steps(run: Any) -> dict[str, int]:  # noqa: ANN401 - mlflow.entities.Run
+    """Per metric key, the highest step ``run`` holds: the step of the point MLflow keeps as the
+    key's latest, which it chooses by step first."""
+    # RunData.metrics has values only; its message form keeps each latest point's step.
+    return {str(m.key): int(m.step) for m in run.data.to_proto().metrics}
 
 
 def _now_ms() -> int:

@@ -22,20 +22,18 @@ from pathlib import Path
 from typing import Any
 
 from blocktrain.core.outcome import one_line
-from blocktrain.core.paths import unsent_dir
 from blocktrain.core.redact import Redactor
 from blocktrain.core.values import JSON, flatten
 from blocktrain.errors import TrackingError
 from blocktrain.track.attemptlogs import end_attempt, keep_failure, upload_logs
 from blocktrain.track.attempts import cause_of
-from blocktrain.track.backend import MlflowBackend
+from blocktrain.track.backend import ATTEMPT_TAG, MlflowBackend, latest_steps
 from blocktrain.track.gitstate import git_state, git_tags
-from blocktrain.track.replay import backend_for, replay_unsent
+from blocktrain.track.replay import backend_for, replay_unsent, spill_path
 from blocktrain.track.sysinfo import system_tags
 from blocktrain.track.tracker import Tracker, param_strings
-from blocktrain.track.writer import Op, RunWriter
+from blocktrain.track.writer import HeldSteps, Op, RunWriter
 
-ATTEMPT_TAG = "blocktrain.attempt"
 _log = logging.getLogger("blocktrain.track")
 # MLflow's own client retries for minutes; our writer retries in the background instead.
 _MLFLOW_CLIENT_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
@@ -69,12 +67,16 @@ def open_run(
     backend = backend_for(config)
     params = param_strings({k: redact(str(v)) for k, v in flatten(dict(args)).items()})
     replay_unsent(backend, config.log_dir)
-    previous_attempt = 0
+    previous_attempt, held = 0, None
     if context.run_id is not None:
-        previous_attempt = _check_resumable(backend, context.run_id, params)
+        previous_attempt, known = _check_resumable(backend, context.run_id, params)
+        # An attempt resumed from a checkpoint repeats the steps its predecessor logged after
+        # it; the run keeps the points it holds. Unknown now (the server away), they are read
+        # by the writer before it sends its first metrics, without holding up the training.
+        held = known if known is not None else backend.latest_steps
         tracker.experiment_id = _experiment_of(backend, context.run_id)
     tracker.attempt = max(context.attempt, previous_attempt + 1)
-    writer = RunWriter(backend, run_id=context.run_id, warn=_log.warning)
+    writer = RunWriter(backend, run_id=context.run_id, warn=_log.warning, held=held)
     tracker.writer = writer
     if context.run_id is None:
         tags, diff_dir = _code_tags(tracker, source)
@@ -94,8 +96,11 @@ def open_run(
     _announce(f"tracking attempt {tracker.attempt} of {where}")
 
 
-def _check_resumable(backend: MlflowBackend, run_id: str, params: Mapping[str, str]) -> int:
-    """Refuse a resume that would change a logged param; return the run's last attempt."""
+def _check_resumable(
+    backend: MlflowBackend, run_id: str, params: Mapping[str, str]
+) -> tuple[int, HeldSteps | None]:
+    """Refuse a resume that would change a logged param; return the run's last attempt and
+    the highest step of each of its metrics (None, and attempt 0, when MLflow is away)."""
     try:
         run = backend.get_run(run_id)
     except Exception as exc:  # noqa: BLE001 - classified below
@@ -104,7 +109,7 @@ def _check_resumable(backend: MlflowBackend, run_id: str, params: Mapping[str, s
                 f"no MLflow run {run_id} at {backend.uri}; check the id or MLFLOW_TRACKING_URI"
             ) from None
         _log.warning("MLflow unreachable, resuming run %s without checking its params", run_id)
-        return 0
+        return 0, None
     logged: dict[str, str] = dict(run.data.params)
     changed = {k: (logged[k], v) for k, v in params.items() if k in logged and logged[k] != v}
     if changed:
@@ -114,9 +119,10 @@ def _check_resumable(backend: MlflowBackend, run_id: str, params: Mapping[str, s
             "immutable: resume with the logged values or start a new run"
         )
     try:
-        return int(run.data.tags.get(ATTEMPT_TAG, "0"))
+        attempt = int(run.data.tags.get(ATTEMPT_TAG, "0"))
     except ValueError:
-        return 0
+        attempt = 0
+    return attempt, latest_steps(run)
 
 
 def _experiment_of(backend: MlflowBackend, run_id: str) -> str | None:
@@ -184,8 +190,13 @@ def close_run(tracker: Tracker, status: str, error: BaseException | None, redact
     end = int(time.time() * 1000)
     writer.submit(Op("status", {"status": status, "end_time_ms": end}))
     key = writer.run_id or tracker.logs.folder.name
-    spill = unsent_dir(tracker.config.log_dir) / f"{key}-attempt-{tracker.attempt}.jsonl"
+    spill = spill_path(tracker.config.log_dir, key, tracker.attempt)
     left = writer.close(tracker.config.flush_timeout_s, spill)
+    if writer.repeats:
+        _log.info(
+            "%d metric points were not logged again: the run held their steps already",
+            writer.repeats,
+        )
     _announce(f"run {writer.run_id or '(not created)'} ended {status}")
     if left:
         _log.warning(

@@ -3,7 +3,10 @@
 Every record (metrics, params, tags, artifacts, status) goes into a queue; one thread sends
 them, batching metrics, and on a failure keeps them and retries with exponential backoff.
 What is still unsent when the process must end is written to a spill file (JSON lines) that
-:func:`replay` sends later, so an unreachable server loses nothing.
+:func:`replay` sends later, so an unreachable server loses nothing. The writer of a resumed
+run leaves out the metric points that the run held at or below their key's step before the
+attempt began (:mod:`blocktrain.track.repeats`), so that the steps an attempt repeats after
+its checkpoint are not logged twice.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from blocktrain.core.retry import RetryPolicy
+from blocktrain.track.repeats import drop_repeats
 
 OpKind = Literal["create", "metrics", "params", "tags", "artifacts", "status", "batch"]
 # MLflow's log_batch limits per request.
@@ -104,12 +108,21 @@ def coalesce(ops: list[Op], run_id: str | None) -> tuple[int, Op]:
 Lane = Literal["records", "artifacts"]
 
 
+HeldSteps = Mapping[str, int]
+"""Per metric key, the highest step that a run held when an attempt of it began."""
+
+
 class RunWriter:
     """Sends ops for one run from a daemon thread; thread-safe ``submit``.
 
     Records (the run, metrics, params, tags, status) and artifacts go in two lanes, each in
     order and each with its own retries: the artifact store is often another service (S3)
     with its own credentials, and while it fails the records still reach the tracking server.
+
+    ``held``: for a resumed run, what it held when this attempt began, or how to read that
+    from the run (called with its id, in the sending thread, before the first metrics go, and
+    again after a failure); metric points at or below those steps are not sent. None: a new
+    run, which holds nothing.
     """
 
     def __init__(
@@ -119,8 +132,11 @@ class RunWriter:
         run_id: str | None,
         warn: Callable[[str], None],
         retry: RetryPolicy | None = None,
+        held: HeldSteps | Callable[[str], HeldSteps] | None = None,
     ) -> None:
         self._backend = backend
+        self._held = held
+        self._repeats = 0
         self._run_id = run_id
         self._warn = warn
         self._retry = retry or DEFAULT_RETRY
@@ -141,6 +157,12 @@ class RunWriter:
     def run_id(self) -> str | None:
         with self._lock:
             return self._run_id
+
+    @property
+    def repeats(self) -> int:
+        """How many metric points were left out as repeats of points the run held."""
+        with self._lock:
+            return self._repeats
 
     def submit(self, op: Op) -> None:
         with self._lock:
@@ -227,7 +249,9 @@ class RunWriter:
     def _send(self, lane: Lane, op: Op) -> bool:
         """True when the op is done with (sent, or dropped as unfixable)."""
         try:
-            apply(self._backend, op, self._run_id, self._set_run_id)
+            sending = self._without_repeats(op)
+            if sending is not None:
+                apply(self._backend, sending, self._run_id, self._set_run_id)
         except Exception as exc:  # noqa: BLE001 - any failure is either retried or reported
             if is_permanent(exc):
                 self._warn(f"MLflow rejected a {op.kind} record and it was dropped: {exc}")
@@ -243,6 +267,34 @@ class RunWriter:
             self._warn(f"{what} reachable again after {time.monotonic() - since:.0f} s; sending "
                        f"buffered {lane}")  # fmt: skip
         return True
+
+    def _without_repeats(self, op: Op) -> Op | None:
+        """``op`` less the metric points the run held before this attempt; None when nothing
+        is left of it. Reads what the run held first, if that is not known yet."""
+        held = self._held
+        if held is None or op.kind != "batch" or not op.data["metrics"]:
+            return op
+        if callable(held):
+            target = op.data.get("run_id") or self._run_id
+            if target is None:
+                return op
+            try:
+                held = dict(held(target))
+            except Exception as exc:
+                if not is_permanent(exc):
+                    raise
+                # A run whose history cannot be read is not held back: a repeat beats a loss.
+                self._warn(f"could not read the steps run {target} holds ({_short(exc)})")
+                held = {}
+            self._held = held
+        kept = drop_repeats(op.data["metrics"], held)
+        if len(kept) == len(op.data["metrics"]):
+            return op
+        with self._lock:
+            self._repeats += len(op.data["metrics"]) - len(kept)
+        if not (kept or op.data["params"] or op.data["tags"]):
+            return None
+        return Op("batch", {**op.data, "metrics": kept})
 
     def _set_run_id(self, run_id: str) -> None:
         with self._lock:
@@ -304,14 +356,27 @@ def write_spill(path: Path, run_id: str | None, ops: list[Op]) -> None:
         out.flush()
 
 
-def replay(backend: Backend, path: Path) -> int:
-    """Send a spill file's ops in order; on success delete it. Returns the number sent."""
+def replay(
+    backend: Backend, path: Path, screen: Callable[[Op, str | None], Op | None] | None = None
+) -> int:
+    """Send a spill file's ops in order; on success delete it. Returns the number sent.
+
+    ``screen`` sees each op, with the run it goes to (None: the run this file creates), just
+    before it is sent, and returns what to send instead, or None to leave it out.
+    """
     ops = [Op.from_json(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
     created: list[str] = []
+    sent = 0
     for op in ops:
-        apply(backend, op, created[-1] if created else None, created.append)
+        run_id = created[-1] if created else None
+        sending = op
+        if screen is not None and op.kind != "create":
+            sending = screen(op, op.data.get("run_id") or run_id)
+        if sending is not None:
+            apply(backend, sending, run_id, created.append)
+            sent += 1
     path.unlink()
-    return len(ops)
+    return sent
 
 
 def _short(exc: BaseException) -> str:
