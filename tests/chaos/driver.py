@@ -757,14 +757,16 @@ class Episode:
     # ---- the end -------------------------------------------------------------------------------
 
     def view(self) -> StateView:
-        status_json: str | None = None
-        with contextlib.suppress(OSError, ValueError):
-            status_json = json.loads((self.log_dir / "status.json").read_text()).get("status")
+        # As a user looks: slurm-status first (it also ends a local job whose supervisor died),
+        # then the files and MLflow.
         row: dict[str, Any] = {}
         shown = self.command("slurm-status", "--json", self.run_id, timeout=60)
         with contextlib.suppress(ValueError):
             rows = json.loads(shown.stdout) if shown.returncode == 0 else []
             row = next((r for r in rows if r.get("run_id") == self.run_id), {})
+        status_json: str | None = None
+        with contextlib.suppress(OSError, ValueError):
+            status_json = json.loads((self.log_dir / "status.json").read_text()).get("status")
         return StateView(
             t=time.time(),
             mlflow=self.mlflow_status(),
