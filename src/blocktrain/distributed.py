@@ -25,7 +25,8 @@ import os
 import re
 import socket
 import sys
-from collections.abc import Generator, Mapping
+import threading
+from collections.abc import Callable, Generator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
@@ -45,6 +46,7 @@ _LOOPBACK = "127.0.0.1"
 _ENV_NAMES = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "GROUP_RANK")
 _BRACKETS = re.compile(r"\[([^\[\]]*)\]")
 _RANGE = re.compile(r"(\d+)(?:-(\d+))?")
+_MEETING_POLL_S = 0.2
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -206,7 +208,12 @@ def _select_device(local_rank: int) -> torch.device | None:
 
 
 @contextmanager
-def process_group(backend: str | None = None, timeout_s: float = 1800) -> Generator[Rendezvous]:
+def process_group(
+    backend: str | None = None,
+    timeout_s: float = 1800,
+    *,
+    while_meeting: Callable[[], object] | None = None,
+) -> Generator[Rendezvous]:
     """Set up torch.distributed for the block from ``os.environ``; tear it down afterwards.
 
     Exports the torch-style variables for the block, binds the process to GPU ``local_rank``
@@ -214,6 +221,10 @@ def process_group(backend: str | None = None, timeout_s: float = 1800) -> Genera
     process group (NCCL with CUDA, Gloo without, unless ``backend`` says otherwise). A group
     that already exists is used as it is and left alone; one made here is destroyed on exit,
     on an exception too.
+
+    With ``while_meeting``, the main thread waits for the ranks to meet in Python, not inside
+    torch (see :func:`_meet`), and calls it every 0.2 s; what it or a signal handler raises
+    ends the wait.
     """
     import torch.distributed as dist
 
@@ -223,14 +234,22 @@ def process_group(backend: str | None = None, timeout_s: float = 1800) -> Genera
         owned = place.is_distributed and not dist.is_initialized()
         if owned:
             chosen = backend or ("nccl" if device is not None else "gloo")
-            dist.init_process_group(
-                backend=chosen,
-                init_method="env://",
-                rank=place.rank,
-                world_size=place.world_size,
-                timeout=timedelta(seconds=timeout_s),
-                device_id=device if chosen == "nccl" else None,
-            )
+
+            def init() -> None:
+                if device is not None:
+                    import torch
+
+                    torch.cuda.set_device(device)  # the current device is per thread
+                dist.init_process_group(
+                    backend=chosen,
+                    init_method="env://",
+                    rank=place.rank,
+                    world_size=place.world_size,
+                    timeout=timedelta(seconds=timeout_s),
+                    device_id=device if chosen == "nccl" else None,
+                )
+
+            _meet(init, while_meeting)
         try:
             yield place
         finally:
@@ -238,7 +257,40 @@ def process_group(backend: str | None = None, timeout_s: float = 1800) -> Genera
                 dist.destroy_process_group()
 
 
-def exit_without_finalizing() -> None:
+def _meet(init: Callable[[], None], poll: Callable[[], object] | None) -> None:
+    """Run ``init``, the rendezvous, in a thread of its own while this thread waits and polls.
+
+    torch waits for the other ranks in C++, where no Python signal handler runs, for as long as
+    the process group's timeout (half an hour): a rank waiting there for one that will never come
+    (it was killed, or left on a signal) would not even hear the SIGTERM that ends it. Waiting
+    here, the handlers run, and ``poll`` may raise to give up; the thread, a daemon, is then left
+    blocked until the process exits, which it soon does.
+    """
+    if poll is None or threading.current_thread() is not threading.main_thread():
+        init()
+        return
+    failed: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            init()
+        except BaseException as exc:  # noqa: BLE001 - raised again in the waiting thread
+            failed.append(exc)
+
+    thread = threading.Thread(target=run, name="blocktrain-rendezvous", daemon=True)
+    thread.start()
+    while thread.is_alive():
+        poll()
+        thread.join(_MEETING_POLL_S)
+    if failed:
+        poll()  # a rank that left can make the others' rendezvous fail: that is the reason
+        raise failed[0]
+
+
+_exit_status = 0
+
+
+def exit_without_finalizing(status: int = 0) -> None:
     """Let this process skip the interpreter's finalization when it ends without an exception.
 
     A process that trained with DistributedDataParallel on Gloo (PyTorch 2.15) aborts now and
@@ -246,9 +298,12 @@ def exit_without_finalizing() -> None:
     work is done ("terminate called without an active exception", exit status 134): a finished
     task would count as failed. At exit, once Python has joined the non-daemon threads, and
     unless an exception is ending the process, this flushes logging and the standard streams
-    and ends the process at once with status 0. Exit handlers registered before this call do
-    not run. Only for processes whose normal end is status 0, like a launched task.
+    and ends the process at once with ``status`` (that of the latest call). Exit handlers
+    registered before this call do not run. Only for processes whose normal end is status 0,
+    like a launched task.
     """
+    global _exit_status  # noqa: PLW0603 - one process, one exit
+    _exit_status = status
     atexit.unregister(_exit_now)
     atexit.register(_exit_now)
 
@@ -260,7 +315,7 @@ def _exit_now() -> None:
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(OSError, ValueError):
             stream.flush()
-    os._exit(0)
+    os._exit(_exit_status)
 
 
 def _is_initialized() -> bool:

@@ -7,7 +7,7 @@
 - :mod:`.jobspec`: what the launcher hands a task (a plain, picklable description);
 - :mod:`.protocol`: the signal handlers that only set a flag, the agreement of all ranks at a
   step boundary (:func:`should_stop`, :func:`signalled`) and how an attempt leaves
-  (:func:`stop_now`);
+  (:func:`stop_now`, and :func:`leave_if_requeued` for a rank that waits for the others);
 - :mod:`.config`: the restart settings each task receives, why an attempt stops, and the
   budget per cause (pure);
 - :mod:`.crashes`: the crash-loop guard;
@@ -43,6 +43,7 @@ from blocktrain.restart.protocol import (
     RestartProtocol,
     active,
     judge_crash,
+    leave_if_requeued,
     protocol,
     should_stop,
     signalled,
@@ -74,6 +75,7 @@ __all__ = [
     "crash_of",
     "judge_crash",
     "keep_crash",
+    "leave_if_requeued",
     "protocol",
     "read_counts",
     "read_crash",

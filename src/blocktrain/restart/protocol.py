@@ -4,7 +4,11 @@ Slurm signals the tasks ``signal_lead_s`` seconds before the time limit with the
 ``signal`` (USR2 by default), and sends SIGTERM on preemption; ``slurm-stop`` leaves a stop
 marker in the run's folder and sends the profile's signal. The handler records which signal
 came and returns, except for a SIGTERM that arrives before the code ever polled: nothing was
-trained since the last checkpoint, so the attempt leaves at once as a preemption.
+trained since the last checkpoint, so the attempt leaves at once as a preemption. The signal
+may have reached this rank alone (someone else's ``kill``), and the others may be waiting for it
+where no signal would reach them anyway (the process group's rendezvous): so whichever rank
+leaves this way asks for the requeue itself, and a rank that waits for the others to meet gives
+up once the attempt has asked for one (:func:`leave_if_requeued`).
 
 The code polls at step boundaries: :func:`signalled` asks this rank alone (the trainer gets the
 ranks to agree through its own exchange, a step later), :func:`should_stop` asks all ranks at
@@ -69,6 +73,7 @@ from blocktrain.restart.crashes import (
 from blocktrain.restart.requeue import (
     NODE_FAILURE,
     account_node_failures,
+    asked_cause,
     read_counts,
     request_requeue,
 )
@@ -92,23 +97,30 @@ class RestartProtocol:
     judged: tuple[BaseException, CrashJudgement] | None = None
     """The first :func:`judge_crash` answer, so that the notifier, the tracker and the worker
     agree on it whatever the run folder holds when each asks."""
+    left_early: bool = False
+    """This rank left the attempt before its first step, without the other ranks' agreement
+    (a SIGTERM, or another rank's request): the others must not be left waiting for it."""
 
     def handle(self, signum: int, frame: FrameType | None) -> None:
         name = signal.Signals(signum).name.removeprefix("SIG")
         if self.received is None:
             self.received = name
-        if not self.polled and name == "TERM":
+        if not self.polled and not self.left_early and name == "TERM":
             # Nothing was trained since the last checkpoint (the attempt is still starting, or
             # the code never polls should_stop): leave at once as a preemption instead of
-            # waiting for a step boundary that may be minutes away, or never come.
+            # waiting for a step boundary that may be minutes away, or never come. Once only:
+            # a second SIGTERM must not break into the way out.
             self._leave_unpolled()
 
     def _leave_unpolled(self) -> NoReturn:
         spent = read_counts(self.config.run_dir)
         if not budget_allows(self.config.budgets, "preemption", spent):
+            self.left_early = True
             raise Terminated("received SIGTERM; the preemption restart budget is spent")
-        if distributed.is_rank_zero():
-            request_requeue(self.config, "preemption", spent)
+        # Every rank asks, not rank 0 alone: the signal may have reached this rank only, and the
+        # request (spent once per attempt) is what tells the other ranks to leave too.
+        request_requeue(self.config, "preemption", spent)
+        self.left_early = True
         raise RequeueRequested("preemption")
 
     def cause(self) -> Cause:
@@ -150,6 +162,25 @@ def stop_now() -> NoReturn:
         )
     if distributed.is_rank_zero():
         request_requeue(config, cause, spent)
+    raise RequeueRequested(cause)
+
+
+def leave_if_requeued() -> None:
+    """Leave (:class:`RequeueRequested`) when this attempt already asked for a requeue.
+
+    For a rank that waits for the others to meet (the rendezvous, rank 0's port): another
+    rank that left before its first step asked for the requeue and will never come. Leaving, it
+    asks for the same requeue, which spends nothing again and leaves the marker in place.
+    """
+    protocol = _current.get()
+    if protocol is None:
+        return
+    config = protocol.config
+    cause = asked_cause(config)
+    if cause is None:
+        return
+    protocol.left_early = True
+    request_requeue(config, cause, read_counts(config.run_dir))
     raise RequeueRequested(cause)
 
 

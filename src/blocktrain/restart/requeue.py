@@ -37,25 +37,39 @@ def request_requeue(config: RestartConfig, cause: str, spent: Mapping[str, int])
     The marker comes first and, when its content cannot be written (a full disk), as an empty
     file: its existence is what the readers act on, so the attempt is still requeued; the
     counts that could not be written are named on stderr (the attempt's log).
+
+    An attempt spends one unit however many of its ranks ask: each rank that a SIGTERM reaches
+    before its first step asks, and a crash that follows another rank's request is its
+    consequence. Later requests leave the marker again and spend nothing. The request is
+    recorded before the count, so that a rank that read the count after another rank spent it
+    (as callers read ``spent`` first) also finds the request.
     """
     config.marker_dir.mkdir(parents=True, exist_ok=True)
     path = marker(config.marker_dir, config.job_key)
+    requests = read_requests(config.run_dir)
+    earlier = requests.get(config.job_key, {}).get(str(config.restart_count))
     try:
-        _write_json(path, {"cause": cause})
+        _write_json(path, {"cause": earlier or cause})
     except OSError:
         path.touch()  # no space for its content: an empty marker still asks for the requeue
+    if earlier is not None:
+        return
     try:
+        asked = {**requests.get(config.job_key, {}), str(config.restart_count): cause}
+        _write_json(RunFiles(config.run_dir).requeue_requests, {**requests, config.job_key: asked})
         counts = {**spent, cause: spent.get(cause, 0) + 1}
         _write_json(RunFiles(config.run_dir).restart_counts, counts)
-        requests = read_requests(config.run_dir)
-        asked = {**requests.get(config.job_key, {}), str(config.restart_count): cause}
-        requests = {**requests, config.job_key: asked}
-        _write_json(RunFiles(config.run_dir).requeue_requests, requests)
     except OSError as exc:
         sys.stderr.write(
             f"blocktrain: requeue for {cause} asked, but its count was not recorded ({exc}); "
             "the next attempt may count it as a node failure\n"
         )
+
+
+def asked_cause(config: RestartConfig) -> str | None:
+    """The cause this attempt (its job and Slurm restart count) asked a requeue for, if any."""
+    asked = read_requests(config.run_dir).get(config.job_key, {})
+    return asked.get(str(config.restart_count))
 
 
 def read_counts(run_dir: Path) -> dict[str, int]:

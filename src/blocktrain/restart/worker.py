@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import socket
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -31,6 +33,10 @@ from blocktrain.restart.jobspec import JobSpec
 
 if TYPE_CHECKING:
     from blocktrain.restart import RestartConfig
+
+LEFT_EARLY_STATUS = 128 + signal.SIGTERM
+"""The exit status of a task that left its attempt before the other ranks agreed (what the
+SIGTERM's default action would have given): the launcher ends the ranks still running."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,26 +58,30 @@ class Worker:
             raise BlocktrainError(
                 f"{envvars.RUN_DIR.name} and {envvars.REQUEUE_DIR.name} must be set"
             )
-        if context.is_rank_zero:
+        if context.is_rank_zero and requeue.asked_cause(config) is None:
             # A marker left by an attempt that Slurm itself requeued (scontrol requeue,
-            # preemption) must not requeue this one when it ends.
+            # preemption) must not requeue this one when it ends; one that another rank of
+            # this attempt left already (it was signalled first) must stay.
             requeue.marker(config.marker_dir, config.job_key).unlink(missing_ok=True)
         # The protocol comes first: importing the user's module may take a minute (torch,
         # Lightning), and a time-limit signal in that time must be blocktrain's to act on, not
         # submitit's (which would requeue outside the run's budgets) nor the default (death).
-        with restart.protocol(config):
+        with restart.protocol(config) as state:
             try:
                 self._run(config, context.rank, context.world_size, run)
             except (RequeueRequested, StopRequested):
-                # Signalled before the entry function ran; the marker tells the batch script.
-                distributed.exit_without_finalizing()
+                # The marker (or its absence) tells the batch script. A rank that left alone
+                # (a SIGTERM before its first step) says so by its exit status: the other ranks
+                # may wait for it where only the launcher can end them.
+                alone = state.left_early and context.world_size > 1
+                distributed.exit_without_finalizing(LEFT_EARLY_STATUS if alone else 0)
                 return
         if context.is_rank_zero:
             run.finished_marker.touch()
         distributed.exit_without_finalizing()
 
     def _run(self, config: RestartConfig, rank: int, world_size: int, run: RunFiles) -> None:
-        from blocktrain import distributed
+        from blocktrain import distributed, restart
 
         for path in reversed(import_paths(Path(self.spec.code_dir))):
             sys.path.insert(0, path)
@@ -79,9 +89,11 @@ class Worker:
         kwargs = validate(func, ArgSet(values=dict(self.spec.args)))
         if world_size > 1 and "MASTER_PORT" not in os.environ:
             key = f"{config.job_key}-{config.restart_count}"
-            os.environ["MASTER_PORT"] = str(agree_port(run.rendezvous, key, rank))
+            port = agree_port(run.rendezvous, key, rank, poll=restart.leave_if_requeued)
+            os.environ["MASTER_PORT"] = str(port)
         use_allocated_cpus()
-        with distributed.process_group():
+        # Waiting for the others, a rank gives up once one of them left the attempt for good.
+        with distributed.process_group(while_meeting=restart.leave_if_requeued):
             try:
                 func(**kwargs)
             except (RequeueRequested, StopRequested):
@@ -95,11 +107,18 @@ class Worker:
                 raise
 
 
-def agree_port(folder: Path, key: str, rank: int, timeout_s: float = 300.0) -> int:
+def agree_port(
+    folder: Path,
+    key: str,
+    rank: int,
+    timeout_s: float = 300.0,
+    poll: Callable[[], object] | None = None,
+) -> int:
     """A free port chosen by rank 0 and shared through the run folder (a shared file system).
 
     A port derived from the job id alone collides when two jobs with related ids share a node;
-    rank 0 asks the kernel for a free one instead and the other ranks read it.
+    rank 0 asks the kernel for a free one instead and the other ranks read it, calling ``poll``
+    while they wait (it may raise to give up).
     """
     path = folder / f"{key}.port"
     if rank == 0:
@@ -112,6 +131,8 @@ def agree_port(folder: Path, key: str, rank: int, timeout_s: float = 300.0) -> i
     while time.monotonic() < deadline:
         with contextlib.suppress(FileNotFoundError, ValueError):
             return int(path.read_text())
+        if poll is not None:
+            poll()
         time.sleep(0.1)
     raise BlocktrainError(f"rank 0 published no rendezvous port in {path} within {timeout_s:.0f} s")
 

@@ -10,7 +10,8 @@ The supervisor runs in its own session, started by
 :class:`~blocktrain.restart.worker.Worker`, restart protocol and process group run as under
 Slurm. It sends the profile's signal ``signal_lead_s`` before the time limit and kills the tasks
 at the limit; it passes its own SIGTERM on to the tasks as a preemption; it ends an element
-whose cancel file appears. When the tasks of an element have exited it does what
+whose cancel file appears, and the tasks that still run once one has failed (they may wait for
+it for good). When the tasks of an element have exited it does what
 :func:`~blocktrain.launch.local.jobstate.outcome` says: start them again with
 ``SLURM_RESTART_COUNT`` + 1 when they left a requeue marker, else record the final state and,
 like the watcher job of a Slurm launch, close the run if no process could.
@@ -43,7 +44,8 @@ POLL_S = 0.2
 KILL_GRACE_S = 30.0
 """After SIGTERM (cancel, time limit, preemption), SIGKILL for tasks still there (KillWait)."""
 FAILED_TASK_GRACE_S = 30.0
-"""After one task failed, how long the others may take to notice before they are ended."""
+"""After one task failed, how long the others may take to notice before they are ended; none
+when it asked for a requeue as it left (the attempt's outcome is settled)."""
 START_TIMEOUT_S = 20.0
 
 
@@ -110,7 +112,9 @@ class _Attempt:
     signalled: bool = False
     cancelled: bool = False
     timed_out: bool = False
-    failed_at: float | None = None
+    end_others_at: float | None = None
+    """When the tasks still running after one failed are ended (SIGTERM, then SIGKILL)."""
+    others_ended: bool = False
     kill_after: float | None = None
 
     def alive_pids(self) -> list[int]:
@@ -234,12 +238,33 @@ class Supervisor:
             self.say(f"{self.job.key(index)}: time limit reached")
             attempt.timed_out = True
             attempt.terminate(now)
-        if attempt.failed_at is None and any(c not in (None, 0) for c in codes):
-            attempt.failed_at = now
-        if attempt.failed_at is not None and now >= attempt.failed_at + FAILED_TASK_GRACE_S:
+        if attempt.end_others_at is None and any(c not in (None, 0) for c in codes):
+            attempt.end_others_at = self._end_others_at(index, codes, now)
+        ending = attempt.end_others_at is not None and now >= attempt.end_others_at
+        if ending and not attempt.others_ended:
+            self.say(f"{self.job.key(index)}: ending the tasks still running")
+            attempt.others_ended = True
             attempt.terminate(now)
         if attempt.kill_after is not None and now >= attempt.kill_after:
             signal_pids(attempt.alive_pids(), "KILL")
+
+    def _end_others_at(self, index: int, codes: list[int | None], now: float) -> float:
+        """When to end the tasks still running after one failed.
+
+        They may wait for it for good (a collective, the rendezvous). They get
+        FAILED_TASK_GRACE_S to notice and record a crash, unless the task asked for a requeue
+        as it left (a rank that a SIGTERM reached alone, before its first step): then the
+        outcome is settled and they have nothing left to do.
+        """
+        from blocktrain.restart import requeue
+
+        key = self.job.key(index)
+        failed = ", ".join(f"{rank} ({code})" for rank, code in enumerate(codes) if code)
+        if requeue.marker(Path(self.plan.requeue_dir), key).exists():
+            self.say(f"{key}: task {failed} left and asked for a requeue")
+            return now
+        self.say(f"{key}: task {failed} failed; the others get {FAILED_TASK_GRACE_S:.0f} s")
+        return now + FAILED_TASK_GRACE_S
 
     def end_attempt(self, index: int, attempt: _Attempt, codes: list[int], now: float) -> None:
         del self.attempts[index]
