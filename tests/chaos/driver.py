@@ -760,7 +760,16 @@ class Episode:
         # As a user looks: slurm-status first (it also ends a local job whose supervisor died),
         # then the files and MLflow.
         row: dict[str, Any] = {}
-        shown = self.command("slurm-status", "--json", self.run_id, timeout=60)
+        started = time.time()
+        try:
+            shown = self.command("slurm-status", "--json", self.run_id, timeout=60)
+        except subprocess.TimeoutExpired:
+            self.say("slurm-status --json did not answer within 60 s")
+            shown = subprocess.CompletedProcess([], 124, "", "")
+        if shown.returncode != 0:
+            last = (shown.stderr.strip().splitlines() or [""])[-1]
+            self.say(f"slurm-status --json failed ({shown.returncode}, "
+                     f"{time.time() - started:.1f} s): {last}")  # fmt: skip
         with contextlib.suppress(ValueError):
             rows = json.loads(shown.stdout) if shown.returncode == 0 else []
             row = next((r for r in rows if r.get("run_id") == self.run_id), {})

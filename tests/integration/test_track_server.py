@@ -423,3 +423,22 @@ def test_server_down_for_the_whole_run_spills_then_replays(
     assert "epoch 2" in artifact_text(
         client, run.info.run_id, "logs/attempt-1/rank-0.out", tmp_path / "dl"
     )
+
+
+def test_ending_a_run_on_a_server_writes_nothing_on_stdout(
+    mlflow_server: MlflowServer, capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+):
+    """MLflow prints the run's URL when it ends a run on a server; in `slurm-status --json` (a
+    local job whose supervisor died is ended there) that line broke the JSON."""
+    from blocktrain.track.backend import MlflowBackend
+
+    monkeypatch.delenv("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", raising=False)
+    store = MlflowBackend(mlflow_server.uri)
+    experiment = store.client.create_experiment(f"quiet-{time.time_ns()}")
+    run_id = store.client.create_run(experiment).info.run_id
+    capfd.readouterr()
+
+    store.set_status(run_id, "KILLED", None)
+
+    assert capfd.readouterr().out == ""
+    assert store.get_run(run_id).info.status == "KILLED"

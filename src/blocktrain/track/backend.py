@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import time
 from collections.abc import Generator, Mapping
 from pathlib import Path
@@ -116,6 +117,9 @@ class MlflowBackend:
             self.client.log_artifacts(run_id, local_dir, artifact_path or None)
 
     def set_status(self, run_id: str, status: str, end_time_ms: int | None) -> None:
+        # MLflow prints the run's URL on stdout when it ends a run on a server: that would land
+        # in the middle of `slurm-status --json` or a job's log. The user may still ask for it.
+        os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
         if status in ("FINISHED", "FAILED", "KILLED"):
             self.client.set_terminated(run_id, status, end_time=end_time_ms or _now_ms())
         else:
