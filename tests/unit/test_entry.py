@@ -91,6 +91,13 @@ def test_second_command_and_positional_free_flags():
             "exp.yaml:2: optim.nesterov: unknown field for Optim; valid fields: lr, momentum, betas",
         ),
         (
+            "data: {root: /d}\noptim: {lr: 0.1, momentom: 0.9}\n",
+            (
+                "exp.yaml:2: optim.momentom: unknown field for Optim (did you mean 'momentum'?); "
+                "valid fields: lr, momentum, betas"
+            ),
+        ),
+        (
             "data: {root: /d}\noptim: {lr: -1}\n",
             "exp.yaml:2: optim: invalid Optim: lr must be positive",
         ),

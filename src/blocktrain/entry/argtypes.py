@@ -9,6 +9,7 @@ unions, lists, tuples, sets, dicts, and dataclasses (filled from nested mappings
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import enum
 import types
 import typing
@@ -163,9 +164,11 @@ def _dataclass(value: object, tp: type, path: KeyPath) -> object:
     hints = typing.get_type_hints(tp)
     unknown = [k for k in given if k not in fields]
     if unknown:
+        close = difflib.get_close_matches(str(unknown[0]), list(fields), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise Mismatch(
             (*path, str(unknown[0])),
-            f"unknown field for {tp.__name__}; valid fields: {', '.join(fields)}",
+            f"unknown field for {tp.__name__}{hint}; valid fields: {', '.join(fields)}",
         )
     missing = [
         name
