@@ -30,6 +30,8 @@ init: | $(UV) ## create .venv with exactly the locked packages (requirements.loc
 	@# The editable source is not in site-packages, so uv compiles none of it; without this, a
 	@# machine with PYTHONDONTWRITEBYTECODE=1 compiles every imported module on every command.
 	$(PY) -m compileall -q src
+	@command -v uv >/dev/null || echo "make init: uv is $(UV), not on PATH; to call it by name:" \
+		"export PATH=\"$(dir $(UV)):\$$PATH\"" >&2
 
 # The mlflow caps in pyproject.toml (<3.18) stay while mlflow 3.18 does not resolve on the
 # package index (it lacked mlflow-tracing 3.18.0); the first step says when they can go.
