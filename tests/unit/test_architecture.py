@@ -31,6 +31,8 @@ ALLOWED: dict[str, set[str]] = {
     "annotate": {"notify", "track"},
     "train": {"core", "errors", "entry", "distributed", "restart", "track", "data"},
     "launch": {"core", "errors", "entry", "distributed", "restart", "track", "notify"},
+    # The optional Lightning integration: user code imports it, nothing of blocktrain does.
+    "lightning": {"core", "errors", "distributed", "restart", "track", "train"},
     "cli": {"core", "errors", "entry", "secrets", "track", "data", "launch"},
     "__init__": {"annotate", "errors", "track"},
 }
@@ -57,7 +59,10 @@ LIGHT = {
     "errors", "core", "entry", "secrets", "distributed", "restart", "track", "notify",
     "annotate", "launch", "cli", "__init__",
 }  # fmt: skip
-HEAVY = ("torch", "mlflow", "submitit", "boto3", "botocore", "torchvision", "numpy")
+HEAVY = (
+    "torch", "mlflow", "submitit", "boto3", "botocore", "torchvision", "numpy", "lightning",
+    "optuna",
+)  # fmt: skip
 
 
 def _unit(module: str) -> str:
@@ -155,10 +160,12 @@ PROBE = """
 import importlib, pkgutil, sys
 import blocktrain
 light = {light}
-for info in pkgutil.walk_packages(blocktrain.__path__, "blocktrain."):
-    parts = info.name.split(".")
-    if parts[1] in light and not parts[-1].startswith("__main__"):
-        importlib.import_module(info.name)
+# Walked unit by unit: walk_packages imports every package it passes, the heavy ones too.
+for unit in light:
+    module = importlib.import_module("blocktrain." + unit)
+    for info in pkgutil.walk_packages(getattr(module, "__path__", []), module.__name__ + "."):
+        if not info.name.split(".")[-1].startswith("__main__"):
+            importlib.import_module(info.name)
 print(sorted(m for m in sys.modules if m.split(".")[0] in {heavy}))
 """
 

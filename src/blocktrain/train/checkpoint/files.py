@@ -54,9 +54,14 @@ def save(state: Mapping[str, Any], folder: Path, step: int) -> Path:
     Call it from one rank (rank 0): the others wait at a barrier and then find the file with
     :func:`newest_good`.
     """
+    return save_as(state, checkpoint_path(folder, step))
+
+
+def save_as(state: Mapping[str, Any], final: Path) -> Path:
+    """Write ``state`` to ``final`` and its checksum file atomically, as :func:`save` does, under
+    a name of the caller's (another library's checkpoint names); return ``final``."""
     import torch
 
-    final = checkpoint_path(folder, step)
     with atomic_path(final, _UMASK_DECIDES) as temporary:
         torch.save(dict(state), temporary)
         line = f"{_sha256(temporary)}  {final.name}\n"

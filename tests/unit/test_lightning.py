@@ -1,0 +1,297 @@
+"""blocktrain.lightning in one process: the resumable DataLoader, the refused settings, the
+durable checkpoint files, the logger's params, and exact resumes of a Lightning Trainer
+interrupted at any step (mid-epoch, at an epoch's end, between accumulated batches)."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+import lightning as L  # noqa: N812
+import pytest
+import torch
+from lightning.fabric.plugins.environments.slurm import SLURMEnvironment
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.loggers import CSVLogger, MLFlowLogger
+from lightning.pytorch.utilities.types import OptimizerLRScheduler
+from torch import nn
+from torch.utils.data import DataLoader as TorchDataLoader
+from torch.utils.data import TensorDataset
+
+import blocktrain.lightning as bl
+from blocktrain.core import checkpointfiles
+from blocktrain.errors import BlocktrainError
+from blocktrain.lightning.logger import hyperparameter_params
+
+
+def dataset(n: int = 200) -> TensorDataset:
+    generator = torch.Generator().manual_seed(1)
+    x = torch.randn(n, 8, generator=generator)
+    return TensorDataset(x, torch.sin(x.sum(1, keepdim=True)))
+
+
+def set_epoch(loader: bl.DataLoader, epoch: int) -> None:
+    sampler = loader.sampler
+    assert isinstance(sampler, bl.EpochRandomSampler)
+    sampler.set_epoch(epoch)
+
+
+def indices(loader) -> list[list[int]]:
+    return [batch[0][:, 0].tolist() for batch in loader]
+
+
+# -- the DataLoader ----------------------------------------------------------------------------
+
+
+def test_the_order_of_an_epoch_depends_on_the_seed_and_the_epoch_alone():
+    first, second = (bl.DataLoader(dataset(), batch_size=16, shuffle=True) for _ in range(2))
+    torch.manual_seed(0)
+    a = indices(first)
+    torch.manual_seed(123)
+    assert indices(second) == a
+    set_epoch(first, 1)
+    assert indices(first) != a
+    other = bl.DataLoader(dataset(), batch_size=16, shuffle=True, seed=5)
+    assert indices(other) != a
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_loaded_position_continues_with_the_next_batch(workers: int):
+    loader = bl.DataLoader(dataset(), batch_size=16, shuffle=True, num_workers=workers)
+    set_epoch(loader, 3)
+    whole = indices(loader)
+    iterator = iter(loader)
+    for _ in range(5):
+        next(iterator)
+    state = loader.state_dict()
+    assert state == {"epoch": 3, "batches": 5}
+
+    resumed = bl.DataLoader(dataset(), batch_size=16, shuffle=True, num_workers=workers)
+    resumed.load_state_dict(state)
+    assert indices(resumed) == whole[5:]
+    assert resumed.state_dict() == {"epoch": 3, "batches": len(whole)}
+    assert len(resumed) == len(whole)  # the length of an epoch stays whole
+
+
+def test_a_caller_that_counts_passes_from_zero_again_gets_the_run_s_epochs():
+    """Fabric sets the sampler's epoch to the number of passes of this process."""
+    loader = bl.DataLoader(dataset(), batch_size=16, shuffle=True)
+    runs = []
+    for epoch in range(3):
+        set_epoch(loader, epoch)
+        runs.append(indices(loader))
+    resumed = bl.DataLoader(dataset(), batch_size=16, shuffle=True)
+    resumed.load_state_dict({"epoch": 1, "batches": 4})
+    set_epoch(resumed, 0)  # the new process's first pass
+    assert indices(resumed) == runs[1][4:]
+    set_epoch(resumed, 1)
+    assert indices(resumed) == runs[2]
+
+
+def test_a_finished_pass_rolls_over_to_the_next_epoch_for_lightning():
+    loader = bl.DataLoader(dataset(), batch_size=16, shuffle=True)
+    loader.load_state_dict({"epoch": 2, "batches": len(loader)})
+    loader.roll_over_finished_pass()
+    set_epoch(loader, 3)  # what Lightning sets before the pass
+    expected = bl.DataLoader(dataset(), batch_size=16, shuffle=True)
+    set_epoch(expected, 3)
+    assert indices(loader) == indices(expected)
+
+
+def test_an_iterable_dataset_is_refused():
+    class Stream(torch.utils.data.IterableDataset):
+        def __iter__(self):
+            yield from range(3)
+
+    with pytest.raises(BlocktrainError, match="map-style dataset"):
+        bl.DataLoader(Stream())
+
+
+# -- refused settings -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("settings", "fix"),
+    [
+        (lambda _: {"strategy": "ddp_spawn"}, "use strategy='ddp' or leave it out"),
+        (lambda _: {"strategy": "fsdp"}, "use strategy='ddp' or leave it out"),
+        (lambda _: {"plugins": [SLURMEnvironment(auto_requeue=True)]}, "leave it out"),
+        (
+            lambda tmp: {"logger": MLFlowLogger(tracking_uri=f"sqlite:///{tmp}/mlflow.db")},
+            "opens a new MLflow run in every attempt",
+        ),
+        (lambda _: {"enable_checkpointing": False}, "nothing to resume from"),
+        (lambda _: {"devices": 4}, "set nodes and tasks_per_node in the profile"),
+        (lambda _: {"num_nodes": 2}, "set nodes and tasks_per_node in the profile"),
+    ],
+    ids=[
+        "spawn",
+        "fsdp",
+        "slurm-environment",
+        "mlflow-logger",
+        "no-checkpoints",
+        "devices",
+        "nodes",
+    ],
+)
+def test_settings_blocktrain_cannot_requeue_are_refused_with_the_fix(settings, fix, tmp_path):
+    problem = bl.refusal(settings(tmp_path))
+    assert problem is not None
+    assert fix in problem
+    assert "\n" not in problem
+    with pytest.raises(BlocktrainError) as refused:
+        bl.trainer(**settings(tmp_path))
+    assert str(refused.value) == problem
+
+
+def test_settings_it_can_run_pass(tmp_path: Path):
+    assert bl.refusal({"strategy": "ddp", "devices": 1, "logger": CSVLogger(tmp_path)}) is None
+    trainer = bl.trainer(max_epochs=1, logger=CSVLogger(tmp_path))
+    assert isinstance(trainer.strategy.checkpoint_io, bl.DurableCheckpointIO)
+    # Lightning adds no ModelCheckpoint of its own, which would write outside the run's folder.
+    assert [type(c) for c in trainer.checkpoint_callbacks] == [bl.Restartable]
+    assert [type(x).__name__ for x in trainer.loggers] == ["CSVLogger", "BlocktrainLogger"]
+
+
+# -- checkpoint files and params --------------------------------------------------------------
+
+
+def test_checkpoint_files_are_checksummed_and_a_torn_one_is_refused(tmp_path: Path):
+    io = bl.DurableCheckpointIO()
+    path = tmp_path / "epoch=0.ckpt"
+    io.save_checkpoint({"state": torch.arange(3)}, path)
+    assert checkpointfiles.is_good(path)
+    assert torch.equal(io.load_checkpoint(path)["state"], torch.arange(3))
+    path.write_bytes(path.read_bytes()[:-10])
+    with pytest.raises(BlocktrainError, match="does not match the checksum"):
+        io.load_checkpoint(path)
+    io.remove_checkpoint(path)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_hyperparameters_become_params_under_their_own_prefix():
+    params = hyperparameter_params({"lr": 0.1, "net": {"hidden": 32}, "name": None})
+    assert params == {"lightning.lr": 0.1, "lightning.net/hidden": 32, "lightning.name": "None"}
+
+
+# -- exact resumes of a Trainer ---------------------------------------------------------------
+
+
+class Net(L.LightningModule):
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(8, 16), nn.Tanh(), nn.Dropout(0.2), nn.Linear(16, 1))
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        loss = nn.functional.mse_loss(self.net(x), y)
+        self.log("train_loss", loss)
+        return loss
+
+    def configure_optimizers(self) -> OptimizerLRScheduler:
+        optimizer = torch.optim.SGD(self.parameters(), lr=0.05, momentum=0.9)
+        schedule = torch.optim.lr_scheduler.StepLR(optimizer, 7, 0.9)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+
+class Interrupt(Callback):
+    """Stands for a killed attempt: it ends the fit as step ``at`` starts."""
+
+    def __init__(self, at: int) -> None:
+        self.at = at
+        self.handler: object = None
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self.handler = signal.getsignal(signal.SIGTERM)
+        if trainer.global_step == self.at:
+            raise KeyboardInterrupt  # Lightning's own way out: sys.exit(1) after its teardown
+
+
+def fit(
+    folder: Path,
+    monkeypatch,
+    *,
+    every: int | None = None,
+    stop_at: int | None = None,
+    accumulate: int = 1,
+    loader=None,
+) -> dict[str, torch.Tensor]:
+    monkeypatch.setenv("BLOCKTRAIN_CHECKPOINT_DIR", str(folder))
+    torch.manual_seed(0)
+    model = Net()
+    callbacks = [Interrupt(stop_at)] if stop_at is not None else []
+    trainer = bl.trainer(
+        max_epochs=3, every_steps=every, callbacks=callbacks, accumulate_grad_batches=accumulate,
+        enable_progress_bar=False, enable_model_summary=False, logger=False,
+    )  # fmt: skip
+    data = loader if loader is not None else bl.DataLoader(dataset(), batch_size=16, shuffle=True)
+    with pytest.raises(SystemExit) if stop_at is not None else Nothing():
+        trainer.fit(model, data, ckpt_path=bl.resume_path())
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+class Nothing:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+@pytest.mark.parametrize(
+    ("stop", "accumulate"),
+    [(5, 1), (13, 1), (26, 1), (38, 1), (4, 2), (7, 2)],
+    ids=[
+        "mid-epoch",
+        "end-of-epoch",
+        "end-of-epoch-2",
+        "next-to-last-step",
+        "accumulating",
+        "odd-batches",
+    ],
+)
+def test_a_fit_resumed_from_any_step_ends_with_the_uninterrupted_weights(
+    tmp_path: Path, monkeypatch, stop: int, accumulate: int
+):
+    """13 batches an epoch: steps 13 and 26 end an epoch; with accumulation over two batches an
+    epoch has 7 optimizer steps, the last of one batch."""
+    whole = fit(tmp_path / "whole", monkeypatch, accumulate=accumulate)
+    fit(tmp_path / "cut", monkeypatch, every=stop, stop_at=stop, accumulate=accumulate)
+    assert checkpointfiles.newest_good(tmp_path / "cut") == checkpointfiles.checkpoint_path(
+        tmp_path / "cut", stop
+    )
+    resumed = fit(tmp_path / "cut", monkeypatch, accumulate=accumulate)
+    assert all(torch.equal(whole[k], resumed[k]) for k in whole)
+
+
+def test_blocktrain_s_sigterm_handler_stays_in_place_while_training(tmp_path: Path, monkeypatch):
+    def ours(signum, frame):
+        pass
+
+    previous = signal.signal(signal.SIGTERM, ours)
+    try:
+        monkeypatch.setenv("BLOCKTRAIN_CHECKPOINT_DIR", str(tmp_path))
+        watcher = Interrupt(at=-1)
+        trainer = bl.trainer(
+            max_steps=3, callbacks=[watcher], enable_progress_bar=False, logger=False
+        )
+        trainer.fit(Net(), bl.DataLoader(dataset(), batch_size=16))
+        assert watcher.handler is ours
+        assert signal.getsignal(signal.SIGTERM) is ours
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def test_a_plain_dataloader_and_a_fit_that_ignores_the_checkpoint_are_refused(
+    tmp_path: Path, monkeypatch
+):
+    monkeypatch.setenv("BLOCKTRAIN_CHECKPOINT_DIR", str(tmp_path))
+    trainer = bl.trainer(max_steps=2, enable_progress_bar=False, logger=False)
+    with pytest.raises(BlocktrainError, match=r"use blocktrain\.lightning\.DataLoader"):
+        trainer.fit(Net(), TorchDataLoader(dataset(), batch_size=16))
+    fit(tmp_path, monkeypatch)  # leaves a checkpoint
+    trainer = bl.trainer(max_epochs=4, enable_progress_bar=False, logger=False)
+    with pytest.raises(
+        BlocktrainError, match=r"pass ckpt_path=blocktrain.lightning.resume_path\(\)"
+    ):
+        trainer.fit(Net(), bl.DataLoader(dataset(), batch_size=16))
