@@ -12,15 +12,16 @@ import pytest
 import torch
 from lightning.fabric.plugins.environments.slurm import SLURMEnvironment
 from lightning.pytorch.callbacks import Callback
-from lightning.pytorch.loggers import CSVLogger, MLFlowLogger
+from lightning.pytorch.loggers import CSVLogger, Logger, MLFlowLogger
 from lightning.pytorch.utilities.types import OptimizerLRScheduler
 from torch import nn
 from torch.utils.data import DataLoader as TorchDataLoader
 from torch.utils.data import TensorDataset
 
 import blocktrain.lightning as bl
+import blocktrain.restart
 from blocktrain.core import checkpointfiles
-from blocktrain.errors import BlocktrainError
+from blocktrain.errors import BlocktrainError, RequeueRequested
 from blocktrain.lightning.logger import hyperparameter_params
 
 
@@ -188,6 +189,10 @@ class Net(L.LightningModule):
         self.log("train_loss", loss)
         return loss
 
+    def validation_step(self, batch, batch_idx):
+        x, y = batch
+        self.log("val_loss", nn.functional.mse_loss(self.net(x), y))
+
     def configure_optimizers(self) -> OptimizerLRScheduler:
         optimizer = torch.optim.SGD(self.parameters(), lr=0.05, momentum=0.9)
         schedule = torch.optim.lr_scheduler.StepLR(optimizer, 7, 0.9)
@@ -207,6 +212,28 @@ class Interrupt(Callback):
             raise KeyboardInterrupt  # Lightning's own way out: sys.exit(1) after its teardown
 
 
+class Recorder(Logger):
+    """The points Lightning logs, in order."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.points: list[tuple[int, str, float]] = []
+
+    @property
+    def name(self) -> str:
+        return "recorder"
+
+    @property
+    def version(self) -> str:
+        return "0"
+
+    def log_metrics(self, metrics, step=None):
+        self.points += [(int(step or 0), key, float(value)) for key, value in metrics.items()]
+
+    def log_hyperparams(self, params, *args, **kwargs):
+        pass
+
+
 def fit(
     folder: Path,
     monkeypatch,
@@ -214,19 +241,23 @@ def fit(
     every: int | None = None,
     stop_at: int | None = None,
     accumulate: int = 1,
-    loader=None,
+    logger: Recorder | None = None,
+    callbacks: list[Callback] | None = None,
+    leaves_with: type[BaseException] | None = None,
 ) -> dict[str, torch.Tensor]:
     monkeypatch.setenv("BLOCKTRAIN_CHECKPOINT_DIR", str(folder))
     torch.manual_seed(0)
     model = Net()
-    callbacks = [Interrupt(stop_at)] if stop_at is not None else []
+    added = [*(callbacks or []), *([Interrupt(stop_at)] if stop_at is not None else [])]
     trainer = bl.trainer(
-        max_epochs=3, every_steps=every, callbacks=callbacks, accumulate_grad_batches=accumulate,
-        enable_progress_bar=False, enable_model_summary=False, logger=False,
+        max_epochs=3, every_steps=every, callbacks=added, accumulate_grad_batches=accumulate,
+        enable_progress_bar=False, enable_model_summary=False, log_every_n_steps=1,
+        logger=logger if logger is not None else False,
     )  # fmt: skip
-    data = loader if loader is not None else bl.DataLoader(dataset(), batch_size=16, shuffle=True)
-    with pytest.raises(SystemExit) if stop_at is not None else Nothing():
-        trainer.fit(model, data, ckpt_path=bl.resume_path())
+    data = bl.DataLoader(dataset(), batch_size=16, shuffle=True)
+    leaves = leaves_with or (SystemExit if stop_at is not None else None)
+    with pytest.raises(leaves) if leaves is not None else Nothing():
+        trainer.fit(model, data, data, ckpt_path=bl.resume_path())
     return {k: v.clone() for k, v in model.state_dict().items()}
 
 
@@ -239,29 +270,55 @@ class Nothing:
 
 
 @pytest.mark.parametrize(
-    ("stop", "accumulate"),
-    [(5, 1), (13, 1), (26, 1), (38, 1), (4, 2), (7, 2)],
-    ids=[
-        "mid-epoch",
-        "end-of-epoch",
-        "end-of-epoch-2",
-        "next-to-last-step",
-        "accumulating",
-        "odd-batches",
-    ],
+    "case",  # (checkpoint every, killed as this step starts, checkpoint left, accumulation)
+    [(5, 5, 5, 1), (13, 14, 14, 1), (25, 25, 25, 1), (38, 38, 38, 1), (4, 4, 4, 2), (7, 8, 8, 2)],
+    ids=["mid-epoch", "after-an-epoch", "epoch-2", "next-to-last", "accumulating", "odd-batches"],
 )
-def test_a_fit_resumed_from_any_step_ends_with_the_uninterrupted_weights(
-    tmp_path: Path, monkeypatch, stop: int, accumulate: int
+def test_a_fit_killed_at_any_step_resumes_to_the_uninterrupted_weights(
+    tmp_path: Path, monkeypatch, case: tuple[int, int, int, int]
 ):
-    """13 batches an epoch: steps 13 and 26 end an epoch; with accumulation over two batches an
-    epoch has 7 optimizer steps, the last of one batch."""
+    """13 batches an epoch: step 13 ends one, and its checkpoint waits for step 14 (Lightning
+    would resume past the epoch's validation); with accumulation over two batches an epoch has 7
+    optimizer steps, the last of one batch."""
+    every, killed_at, saved, accumulate = case
     whole = fit(tmp_path / "whole", monkeypatch, accumulate=accumulate)
-    fit(tmp_path / "cut", monkeypatch, every=stop, stop_at=stop, accumulate=accumulate)
-    assert checkpointfiles.newest_good(tmp_path / "cut") == checkpointfiles.checkpoint_path(
-        tmp_path / "cut", stop
-    )
-    resumed = fit(tmp_path / "cut", monkeypatch, accumulate=accumulate)
+    cut = tmp_path / "cut"
+    fit(cut, monkeypatch, every=every, stop_at=killed_at, accumulate=accumulate)
+    assert checkpointfiles.newest_good(cut) == checkpointfiles.checkpoint_path(cut, saved)
+    resumed = fit(cut, monkeypatch, accumulate=accumulate)
     assert all(torch.equal(whole[k], resumed[k]) for k in whole)
+
+
+class Steps(Callback):
+    def __init__(self) -> None:
+        self.seen: list[int] = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.seen.append(trainer.global_step)
+
+
+@pytest.mark.parametrize("signalled_at", [5, 11, 12])
+def test_a_stop_checkpoints_logs_its_step_leaves_and_resumes_exactly(
+    tmp_path: Path, monkeypatch, signalled_at: int
+):
+    """The ranks act a step after the signal (the agreement is read a step later); a stop
+    agreed at an epoch's last step (13) waits for the next one. Outside a launched job
+    restart.stop_now raises RequeueRequested, as a requeue does."""
+    whole_log, cut_log, resumed_log = Recorder(), Recorder(), Recorder()
+    whole = fit(tmp_path / "whole", monkeypatch, logger=whole_log)
+    steps = Steps()
+    monkeypatch.setattr(
+        blocktrain.restart, "signalled", lambda: bool(steps.seen) and steps.seen[-1] >= signalled_at
+    )
+    cut = tmp_path / "cut"
+    fit(cut, monkeypatch, logger=cut_log, callbacks=[steps], leaves_with=RequeueRequested)
+    stopped = signalled_at + 1 if signalled_at + 1 != 13 else 14
+    assert checkpointfiles.newest_good(cut) == checkpointfiles.checkpoint_path(cut, stopped)
+    assert max(step for step, _, _ in cut_log.points) == stopped - 1  # its own step's point too
+    monkeypatch.setattr(blocktrain.restart, "signalled", lambda: False)
+    resumed = fit(cut, monkeypatch, logger=resumed_log)
+    assert all(torch.equal(whole[k], resumed[k]) for k in whole)
+    assert sorted(cut_log.points + resumed_log.points) == sorted(whole_log.points)
 
 
 def test_blocktrain_s_sigterm_handler_stays_in_place_while_training(tmp_path: Path, monkeypatch):

@@ -6,9 +6,11 @@
   of gradient accumulation) every rank says whether it was signalled, in an all-reduce that
   starts at one step and is read at the next, so that no rank waits for it;
 - when the ranks agree to stop, all of them save a checkpoint through the Trainer (rank 0
-  writes it, atomically, into the run's checkpoint folder) and :func:`blocktrain.restart.stop_now`
-  leaves the attempt: a requeue within the profile's budget, ``slurm-stop``'s end, or the end
-  of a spent budget;
+  writes it, atomically, into the run's checkpoint folder) and, at the next hook (once
+  Lightning has logged the step's metrics), :func:`blocktrain.restart.stop_now` leaves the
+  attempt: a requeue within the profile's budget, ``slurm-stop``'s end, or the end of a spent
+  budget. At the last step of an epoch it waits for the next step, after the epoch's end and
+  its validation, which Lightning would skip when resuming from that step;
 - checkpoints every ``every_steps`` steps or ``every_minutes`` minutes too, and when training
   ends; the last ``keep_last`` stay;
 - every rank's random generators go into the checkpoint and come back when training starts
@@ -107,6 +109,8 @@ class Restartable(Checkpoint):
         self._handlers: dict[signal.Signals, Any] = {}
         self._rng_to_restore: dict[str, Any] | None = None
         self._pending: Reduction | None = None
+        self._carried = (False, False)  # (stop, checkpoint due) agreed at an epoch's last step
+        self._leaving = False  # saved for a stop: leave at the next hook
         self._polled_step = -1
         self._saved_step = -1
         self._saved_at = time.monotonic()
@@ -200,13 +204,40 @@ class Restartable(Checkpoint):
             return  # no optimizer step since the last boundary (gradients accumulating)
         self._polled_step = step
         stop, clock_due = self._poll()
+        self._carried = (self._carried[0] or stop, self._carried[1] or clock_due)
+        if batch_idx + 1 >= trainer.num_training_batches:
+            # The epoch's last step: Lightning resumes from it past the epoch's end, without the
+            # validation that follows it. So the epoch ends first, and the next step acts.
+            return
+        (stop, clock_due), self._carried = self._carried, (False, False)
         if stop:
             self.save(trainer)
-            restart.stop_now()
+            # Leave at the next hook: Lightning logs this step's metrics after this one.
+            self._leaving = True
+            return
         if clock_due or (
             self.every_steps is not None and step - self._saved_step >= self.every_steps
         ):
             self.save(trainer)
+
+    def _leave_if_stopping(self) -> None:
+        if self._leaving:
+            self._leaving = False
+            restart.stop_now()
+
+    @override
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        self._leave_if_stopping()
+
+    @override
+    def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._leave_if_stopping()
+
+    @override
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._leave_if_stopping()
 
     def _poll(self) -> tuple[bool, bool]:
         """What the ranks agreed at the previous boundary; starts the next agreement."""
@@ -223,6 +254,7 @@ class Restartable(Checkpoint):
 
     @override
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._leave_if_stopping()
         if self._pending is not None:
             self._pending.result()  # every rank started it; none leaves it running
             self._pending = None
