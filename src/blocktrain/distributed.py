@@ -253,8 +253,9 @@ def process_group(
         try:
             yield place
         finally:
-            if owned and dist.is_initialized():
+            if owned and dist.is_initialized() and not _left_group:
                 dist.destroy_process_group()
+            _forget_leaving()
 
 
 def _meet(init: Callable[[], None], poll: Callable[[], object] | None) -> None:
@@ -285,6 +286,35 @@ def _meet(init: Callable[[], None], poll: Callable[[], object] | None) -> None:
     if failed:
         poll()  # a rank that left can make the others' rendezvous fail: that is the reason
         raise failed[0]
+
+
+_left_group = False
+
+
+def leave_group(timeout_s: float = 5.0) -> None:
+    """Destroy the default process group now, waiting at most ``timeout_s`` for it.
+
+    For a rank that crashed while the others may wait for it in a collective: with Gloo their
+    collective fails at once (the connections close), instead of after the group's timeout.
+    Destroying may block with some backends, so it runs in a daemon thread; the group is not
+    destroyed a second time when the block of :func:`process_group` ends.
+    """
+    global _left_group  # noqa: PLW0603 - one process, one default group
+    if not _is_initialized():
+        return
+    import torch.distributed as dist
+
+    _left_group = True
+    thread = threading.Thread(
+        target=dist.destroy_process_group, name="blocktrain-leave-group", daemon=True
+    )
+    thread.start()
+    thread.join(timeout_s)
+
+
+def _forget_leaving() -> None:
+    global _left_group  # noqa: PLW0603 - see leave_group
+    _left_group = False
 
 
 _exit_status = 0

@@ -127,6 +127,10 @@ def notifying(
     try:
         yield session
     except BaseException as exc:
+        if classify(exc).notice == "crashed":
+            # Judged before any post: in a launched job this records the crash and asks for its
+            # requeue, which must be done before srun, seeing another rank fail, ends this one.
+            _repeated_crash_note(exc)
         _join_started(opening, session.config.max_post_s)
         session.send(functools.partial(_closing_message, session, exc, metrics))
         raise

@@ -11,6 +11,7 @@
 - :mod:`.config`: the restart settings each task receives, why an attempt stops, and the
   budget per cause (pure);
 - :mod:`.crashes`: the crash-loop guard;
+- :mod:`.endings`: what a rank that srun ends counts when another rank failed first (pure);
 - :mod:`.requeue`: the requeue contract, written once: the marker a task leaves, the counts
   and requests it records, and both of the marker's readers (the batch script's teardown and
   the local supervisor).
@@ -25,6 +26,7 @@ from blocktrain.restart.config import (
     DEFAULT_SIGNAL,
     Budget,
     Cause,
+    RankFailedError,
     RestartBudgetError,
     RestartConfig,
     budget_allows,
@@ -65,6 +67,7 @@ __all__ = [
     "Cause",
     "Crash",
     "CrashJudgement",
+    "RankFailedError",
     "RestartBudgetError",
     "RestartConfig",
     "RestartProtocol",

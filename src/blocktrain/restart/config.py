@@ -31,6 +31,11 @@ class RestartBudgetError(BlocktrainError):
     """The job would need another attempt for a cause whose restart budget is spent."""
 
 
+class RankFailedError(BlocktrainError):
+    """Another rank ended this attempt with a failure that is not requeued (the crash-loop
+    guard, or a spent crash budget); the message is the run's one line."""
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class RestartConfig:
     """What the launcher tells each task: the ``BLOCKTRAIN_RESTART_*`` variables, the time

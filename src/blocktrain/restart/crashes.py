@@ -1,14 +1,17 @@
 """The crash-loop guard: how an attempt crashed, and whether the next one would crash the same way.
 
-Rank 0 keeps the crash of an attempt in the run's ``last-crash.json``; a crash that repeats the
-previous attempt's before either reached a step boundary is deterministic (a missing path, a
-bad argument) and is not requeued (:func:`repeats_previous`).
+The first rank to crash keeps the attempt's crash in the run's ``last-crash.json``; a crash that
+repeats the previous attempt's before either reached a step boundary is deterministic (a missing
+path, a bad argument) and is not requeued (:func:`repeats_previous`). A rank that crashes later
+in the same attempt (its collective failed because the first one left) follows the first one's
+judgement (:func:`judge`): one rank's deterministic crash must end the run however the others
+fail after it.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from blocktrain.core.atomic import write_text_atomic
@@ -30,6 +33,9 @@ class Crash:
     """The attempt crashed before its code reached a step boundary."""
     job_key: str
     restart_count: int
+    rank: int = 0
+    repeated: bool = False
+    """Judged a repeat of the previous attempt's crash: the attempt was not requeued."""
 
     def to_json(self) -> str:
         return json.dumps(
@@ -40,8 +46,13 @@ class Crash:
                 "before_first_step": self.before_first_step,
                 "job_key": self.job_key,
                 "restart_count": self.restart_count,
+                "rank": self.rank,
+                "repeated": self.repeated,
             }
         )
+
+    def same_attempt(self, other: Crash) -> bool:
+        return self.job_key == other.job_key and self.restart_count == other.restart_count
 
     @classmethod
     def from_json(cls, text: str) -> Crash | None:
@@ -55,13 +66,18 @@ class Crash:
                 before_first_step=bool(raw["before_first_step"]),
                 job_key=str(raw["job_key"]),
                 restart_count=int(raw["restart_count"]),
+                # Records written before these fields existed: rank 0 kept them, unjudged.
+                rank=int(raw.get("rank", 0)),
+                repeated=bool(raw.get("repeated", False)),
             )
         except (ValueError, TypeError, KeyError):
             return None
 
 
-def crash_of(error: BaseException, *, before_first_step: bool, config: RestartConfig) -> Crash:
-    """The record of this attempt's crash with ``error``."""
+def crash_of(
+    error: BaseException, *, before_first_step: bool, config: RestartConfig, rank: int = 0
+) -> Crash:
+    """The record of this attempt's crash with ``error`` on ``rank``."""
     kind = type(error)
     return Crash(
         kind=f"{kind.__module__}.{kind.__qualname__}",
@@ -70,6 +86,7 @@ def crash_of(error: BaseException, *, before_first_step: bool, config: RestartCo
         before_first_step=before_first_step,
         job_key=config.job_key,
         restart_count=config.restart_count,
+        rank=rank,
     )
 
 
@@ -100,6 +117,14 @@ def repeated_crash_note(crash: Crash, run_id: str) -> str:
     )
 
 
+def ending_note(recorded: Crash | None, job_key: str, run_id: str) -> str | None:
+    """The guard's line for a run whose job ended by it, from the run's crash record: for the
+    watcher job, when the rank that reports (rank 0) left before it could say it."""
+    if recorded is None or recorded.job_key != job_key or not recorded.repeated:
+        return None
+    return repeated_crash_note(recorded, run_id)
+
+
 @dataclass(frozen=True, slots=True)
 class CrashJudgement:
     """Whether the crash of this attempt is requeued (within the crash budget) or ends the run."""
@@ -109,10 +134,28 @@ class CrashJudgement:
     """It repeats the previous attempt's crash (:func:`repeats_previous`): not requeued."""
     note: str | None
     """:func:`repeated_crash_note` when ``repeated``."""
+    first: bool = True
+    """This crash is the attempt's first (``crash`` is then this one, to be recorded); else it
+    follows the first one, recorded by another rank, and ``crash`` is that one."""
+
+
+def judge(recorded: Crash | None, crash: Crash, run_id: str) -> CrashJudgement:
+    """The judgement of ``crash``, given the crash the run folder holds (``recorded``).
+
+    A record of the same attempt means another rank crashed first: this crash follows from it
+    (its peer is gone) and gets its judgement. Otherwise the record is the previous attempt's,
+    and the guard compares the two (:func:`repeats_previous`).
+    """
+    if recorded is not None and recorded.same_attempt(crash):
+        note = repeated_crash_note(recorded, run_id) if recorded.repeated else None
+        return CrashJudgement(crash=recorded, repeated=recorded.repeated, note=note, first=False)
+    repeated = repeats_previous(recorded, crash)
+    note = repeated_crash_note(crash, run_id) if repeated else None
+    return CrashJudgement(crash=replace(crash, repeated=repeated), repeated=repeated, note=note)
 
 
 def keep_crash(config: RestartConfig, crash: Crash) -> None:
-    """Record this attempt's crash for the next attempt to compare with (rank 0 only)."""
+    """Record this attempt's first crash, for the other ranks and the next attempt."""
     write_text_atomic(RunFiles(config.run_dir).last_crash, crash.to_json())
 
 

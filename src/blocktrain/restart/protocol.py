@@ -22,10 +22,15 @@ once. Once they agree, all ranks checkpoint together and call :func:`stop_now`, 
   relaunched);
 - :class:`RestartBudgetError` when the cause's budget is spent (the run ends FAILED).
 
-The worker asks for a new attempt after a crash through :func:`request_requeue` too, within
-the ``crash`` budget, unless the crash repeats the previous attempt's before either reached a
-step boundary (:func:`judge_crash`): a deterministic error, such as a missing data path, would
-only crash again until the budget is spent.
+A crash asks for a new attempt through :func:`request_requeue` too, within the ``crash``
+budget, unless it repeats the previous attempt's before either reached a step boundary
+(:func:`judge_crash`): a deterministic error, such as a missing data path, would only crash
+again until the budget is spent. Any rank does so, the first to crash for the attempt, and
+before anything slow (the Slack post, the MLflow upload): ``srun --kill-on-bad-exit`` then
+ends the other tasks with a SIGTERM, and those find the attempt's crash, or the exit status of
+a task killed outright, before they take the SIGTERM for a preemption
+(:mod:`blocktrain.restart.endings`). A rank that is recording its own crash when the SIGTERM
+comes only notes it.
 
 A node failure leaves no process to ask for anything: Slurm requeues the job itself (NODE_FAIL)
 and kills the surviving tasks. So every requeue a job asks for is written down with its Slurm
@@ -58,24 +63,21 @@ from blocktrain.core.paths import RunFiles
 from blocktrain.errors import RequeueRequested, StopRequested, Terminated
 from blocktrain.restart.config import (
     Cause,
+    RankFailedError,
     RestartBudgetError,
     RestartConfig,
     budget_allows,
     classify,
 )
-from blocktrain.restart.crashes import (
-    CrashJudgement,
-    crash_of,
-    read_crash,
-    repeated_crash_note,
-    repeats_previous,
-)
+from blocktrain.restart.crashes import CrashJudgement, crash_of, judge, keep_crash, read_crash
+from blocktrain.restart.endings import CRASH, PeerEnding, peer_ending
 from blocktrain.restart.requeue import (
     NODE_FAILURE,
     account_node_failures,
     asked_cause,
     read_counts,
     request_requeue,
+    task_exits,
 )
 
 _current: contextvars.ContextVar[RestartProtocol | None] = contextvars.ContextVar(
@@ -98,19 +100,55 @@ class RestartProtocol:
     """The first :func:`judge_crash` answer, so that the notifier, the tracker and the worker
     agree on it whatever the run folder holds when each asks."""
     left_early: bool = False
-    """This rank left the attempt before its first step, without the other ranks' agreement
-    (a SIGTERM, or another rank's request): the others must not be left waiting for it."""
+    """This rank left the attempt without the other ranks' agreement (a SIGTERM before its
+    first step, another rank's request or failure): the others must not be left waiting for
+    it."""
+    crashing: bool = False
+    """This rank is recording its own crash (:func:`judge_crash`): a SIGTERM must not turn it
+    into a preemption."""
 
     def handle(self, signum: int, frame: FrameType | None) -> None:
         name = signal.Signals(signum).name.removeprefix("SIG")
         if self.received is None:
             self.received = name
-        if not self.polled and not self.left_early and name == "TERM":
+        # Once only: a second SIGTERM must not break into the way out.
+        if name != "TERM" or self.left_early or self.crashing:
+            return
+        # srun ends the attempt's tasks with a SIGTERM once one of them failed: that one is
+        # counted as what it was, and no collective can wait for it any more, trained or not.
+        ending = self.peer_ending()
+        if ending is not None:
+            self._leave_after(ending)
+        if not self.polled:
             # Nothing was trained since the last checkpoint (the attempt is still starting, or
             # the code never polls should_stop): leave at once as a preemption instead of
-            # waiting for a step boundary that may be minutes away, or never come. Once only:
-            # a second SIGTERM must not break into the way out.
+            # waiting for a step boundary that may be minutes away, or never come.
             self._leave_unpolled()
+
+    def peer_ending(self) -> PeerEnding | None:
+        """How another rank ended this attempt, from what it left in the run and marker folders."""
+        config = self.config
+        recorded = read_crash(config.run_dir)
+        mine = recorded is not None and (recorded.job_key, recorded.restart_count) == (
+            config.job_key,
+            config.restart_count,
+        )
+        return peer_ending(
+            asked=asked_cause(config),
+            crash=recorded if mine else None,
+            exits=task_exits(config),
+            restart_signal=config.signal,
+            budgets=config.budgets,
+            spent=read_counts(config.run_dir),
+            run_id=config.run_dir.name,
+        )
+
+    def _leave_after(self, ending: PeerEnding) -> NoReturn:
+        self.left_early = True
+        if ending.cause is None:
+            raise RankFailedError(ending.reason or "another rank of this attempt failed")
+        request_requeue(self.config, ending.cause, read_counts(self.config.run_dir))
+        raise RequeueRequested(ending.cause)
 
     def _leave_unpolled(self) -> NoReturn:
         spent = read_counts(self.config.run_dir)
@@ -187,21 +225,49 @@ def leave_if_requeued() -> None:
 def judge_crash(error: BaseException) -> CrashJudgement | None:
     """Whether the crash with ``error`` repeats the previous attempt's; None outside a job.
 
-    Reads the previous attempt's crash from the run folder; the same error gets the same
-    answer however often it is asked (the notifier, the tracker and the worker all ask).
+    The first judgement of an exception also acts on it: the attempt's first crash is recorded
+    in the run folder, and a new attempt is asked for within the crash budget unless the guard
+    refuses it. So the notifier, which sees the exception first, asks before its post. A crash
+    that follows another rank's in the same attempt gets that one's judgement
+    (:func:`~blocktrain.restart.crashes.judge`). The same error gets the same answer however
+    often it is asked (the notifier, the tracker and the worker all ask).
     """
     protocol = _current.get()
     if protocol is None:
         return None
     if protocol.judged is not None and protocol.judged[0] is error:
         return protocol.judged[1]
+    acts = isinstance(error, Exception) and not isinstance(error, _PROTOCOL_ERRORS)
+    if acts:
+        protocol.crashing = True
     config = protocol.config
-    crash = crash_of(error, before_first_step=not protocol.polled, config=config)
-    repeated = repeats_previous(read_crash(config.run_dir), crash)
-    note = repeated_crash_note(crash, config.run_dir.name) if repeated else None
-    judgement = CrashJudgement(crash=crash, repeated=repeated, note=note)
+    rank = distributed.rank_and_world()[0]
+    crash = crash_of(error, before_first_step=not protocol.polled, config=config, rank=rank)
+    recorded = read_crash(config.run_dir)
+    if not acts and (recorded is None or not recorded.same_attempt(crash)):
+        # The protocol's own endings are no crash to compare with the previous attempt's.
+        recorded = None
+    judgement = judge(recorded, crash, config.run_dir.name)
     protocol.judged = (error, judgement)
+    if acts:
+        _act_on_crash(config, judgement)
     return judgement
+
+
+# Raised by the protocol itself when the run must end: never recorded nor requeued as a crash.
+_PROTOCOL_ERRORS = (RestartBudgetError, RankFailedError)
+
+
+def _act_on_crash(config: RestartConfig, judgement: CrashJudgement) -> None:
+    if judgement.first:
+        with contextlib.suppress(OSError):  # without the record, the next crash is requeued
+            keep_crash(config, judgement.crash)
+    if judgement.repeated:
+        return
+    spent = read_counts(config.run_dir)
+    # A requeue the attempt asked for already (another rank's) is asked again at no cost.
+    if asked_cause(config) is not None or budget_allows(config.budgets, CRASH, spent):
+        request_requeue(config, CRASH, spent)
 
 
 @contextlib.contextmanager

@@ -10,6 +10,12 @@ teardown (:func:`teardown_lines`, bash, outside any container: it turns the mark
 local``). Each reader removes the marker it acts on; a worker removes a stale one as its
 attempt starts.
 
+Each task runs under a small shell (:func:`task_wrapper`, outside any container) that writes its
+Python's non-zero exit status to ``<BLOCKTRAIN_REQUEUE_DIR>/<job key>.<restart count>.<rank>.exit``
+before the task ends, so before ``srun --kill-on-bad-exit`` ends the other tasks: a rank killed
+outright (SIGKILL, the out-of-memory killer) leaves that much for the others to count
+(:func:`task_exits`, :mod:`blocktrain.restart.endings`).
+
 A node failure leaves no process to ask for anything: Slurm requeues the job itself (NODE_FAIL).
 So when an attempt starts, rank 0 counts each earlier attempt of the job that asked for no
 requeue as a ``node_failure`` (:func:`account_node_failures`); there is no budget for it.
@@ -17,6 +23,8 @@ requeue as a ``node_failure`` (:func:`account_node_failures`); there is no budge
 
 from __future__ import annotations
 
+import contextlib
+import glob
 import json
 import shlex
 import sys
@@ -127,6 +135,61 @@ def requeue_asked(marker_dir: Path, job_key: str) -> bool:
     asked = path.exists()
     path.unlink(missing_ok=True)
     return asked
+
+
+_EXIT_SUFFIX = ".exit"
+# The signals Slurm sends to every process of a step (the tasks' Python and this shell alike):
+# the shell must outlive its Python to write its status, so it only notes them; the Python gets
+# them with their default action, since a trapped signal is reset in a child.
+_WRAPPER_TRAPS = "TERM INT HUP USR1 USR2 XCPU"
+
+
+def task_wrapper(marker_dir: Path) -> list[str]:
+    """The words before each task's command: a shell that runs it and writes its non-zero
+    exit status where :func:`task_exits` reads it, then exits with the same status."""
+    folder = shlex.quote(str(marker_dir))
+    script = "; ".join([
+        f"trap : {_WRAPPER_TRAPS}",
+        '"$@"',
+        "s=$?",
+        'k="${SLURM_ARRAY_JOB_ID:+${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}}"',
+        f'f={folder}/"${{k:-$SLURM_JOB_ID}}.${{SLURM_RESTART_COUNT:-0}}.$SLURM_PROCID{_EXIT_SUFFIX}"',
+        'if [ "$s" -ne 0 ]; then printf "%s\\n" "$s" > "$f.tmp" && mv -f "$f.tmp" "$f"; fi',
+        'exit "$s"',
+    ])  # fmt: skip
+    return ["bash", "-c", script, "blocktrain-task"]
+
+
+def exit_record(marker_dir: Path, job_key: str, restart_count: int, rank: int) -> Path:
+    """Where the wrapper of task ``rank`` writes its exit status in this attempt."""
+    return marker_dir / f"{job_key}.{restart_count}.{rank}{_EXIT_SUFFIX}"
+
+
+def task_exits(config: RestartConfig) -> dict[int, int]:
+    """``{rank: exit status}`` of the tasks of this attempt that ended with a non-zero one."""
+    prefix = f"{config.job_key}.{config.restart_count}."
+    found: dict[int, int] = {}
+    try:
+        paths = list(config.marker_dir.glob(f"{glob.escape(prefix)}*{_EXIT_SUFFIX}"))
+    except OSError:
+        return found
+    for path in paths:
+        rank = path.name.removeprefix(prefix).removesuffix(_EXIT_SUFFIX)
+        try:
+            found[int(rank)] = int(path.read_text().strip())
+        except (OSError, ValueError):
+            continue  # another job's key that starts alike, or a record being moved in
+    return found
+
+
+def remove_earlier_exits(config: RestartConfig) -> None:
+    """Remove the exit records of this job's earlier attempts (rank 0, as an attempt starts)."""
+    prefix = f"{config.job_key}."
+    with contextlib.suppress(OSError):
+        for path in config.marker_dir.glob(f"{glob.escape(prefix)}*{_EXIT_SUFFIX}"):
+            count = path.name.removeprefix(prefix).split(".", 1)[0]
+            if count.isdigit() and int(count) < config.restart_count:
+                path.unlink(missing_ok=True)
 
 
 def teardown_lines(marker_dir: Path) -> list[str]:

@@ -3,8 +3,8 @@
 It restores the run's environment and code, installs the restart protocol, gives torch as
 many threads as the task has CPUs (:mod:`blocktrain.restart.cpus`), sets up torch.distributed
 from Slurm's variables, and calls the entry function with the run's recorded arguments. When
-it crashes, rank 0 records the crash and asks for a new attempt within the crash budget,
-unless the crash repeats the previous attempt's before any step (see
+it crashes, on any rank, the attempt's first crash is recorded and a new attempt asked for
+within the crash budget, unless the crash repeats the previous attempt's before any step (see
 :func:`blocktrain.restart.judge_crash`).
 """
 
@@ -63,6 +63,8 @@ class Worker:
             # preemption) must not requeue this one when it ends; one that another rank of
             # this attempt left already (it was signalled first) must stay.
             requeue.marker(config.marker_dir, config.job_key).unlink(missing_ok=True)
+        if context.is_rank_zero:
+            requeue.remove_earlier_exits(config)
         # The protocol comes first: importing the user's module may take a minute (torch,
         # Lightning), and a time-limit signal in that time must be blocktrain's to act on, not
         # submitit's (which would requeue outside the run's budgets) nor the default (death).
@@ -102,8 +104,12 @@ class Worker:
                 distributed.exit_without_finalizing()
                 raise
             except Exception as exc:
-                if rank == 0:
-                    _requeue_after_crash(config, exc)
+                # Every rank: the one that crashed may be any, and the others then learn from
+                # the record it leaves how the attempt ended (blocktrain.restart.endings).
+                _requeue_after_crash(config, exc)
+                # Under srun only: a local task has no wrapper to write the exit status waited for.
+                if rank != 0 and world_size > 1 and not envvars.EXECUTOR.get(os.environ):
+                    let_rank_zero_report(config)
                 raise
 
 
@@ -137,19 +143,34 @@ def agree_port(
     raise BlocktrainError(f"rank 0 published no rendezvous port in {path} within {timeout_s:.0f} s")
 
 
+REPORT_GRACE_S = 60.0
+"""How long a crashed rank other than 0 waits, at most, for rank 0 to report the attempt."""
+
+
+def let_rank_zero_report(config: RestartConfig, grace_s: float = REPORT_GRACE_S) -> None:
+    """Wait, before this crashed rank exits, until rank 0 has ended (or ``grace_s`` passed).
+
+    Rank 0 alone reports an attempt (Slack, MLflow), and srun ends it as soon as this task
+    exits with its crash: rank 0, often still opening the MLflow run while another rank already
+    crashed, would leave without a word. So this rank leaves the process group first, which makes
+    rank 0's next collective fail at once; rank 0 then crashes, judges its crash as this one's
+    (the record is in place) and reports it, and its exit status, which its task's wrapper
+    writes, ends the wait.
+    """
+    from blocktrain import distributed
+
+    distributed.leave_group()
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline and 0 not in requeue.task_exits(config):
+        time.sleep(0.2)
+
+
 def _requeue_after_crash(config: RestartConfig, error: Exception) -> None:
-    """Requeue within the crash budget, unless the crash repeats the previous attempt's."""
+    """Record the crash and requeue within the crash budget, unless the crash repeats the
+    previous attempt's (done by the first judgement of ``error``, which the notifier may have
+    asked for already); the reason it is not requeued goes to the task's log."""
     from blocktrain import restart
 
-    if isinstance(error, restart.RestartBudgetError):
-        return  # the run asked for more attempts than its profile allows: it ends here
     judgement = restart.judge_crash(error)
-    if judgement is not None:
-        with contextlib.suppress(OSError):  # without the record, the next crash is requeued
-            restart.keep_crash(config, judgement.crash)
-        if judgement.note is not None:
-            sys.stderr.write(f"blocktrain: {judgement.note}\n")
-            return
-    spent = restart.read_counts(config.run_dir)
-    if restart.budget_allows(config.budgets, "crash", spent):
-        restart.request_requeue(config, "crash", spent)
+    if judgement is not None and judgement.note is not None:
+        sys.stderr.write(f"blocktrain: {judgement.note}\n")

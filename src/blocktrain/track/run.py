@@ -33,7 +33,12 @@ from blocktrain.core.paths import LogFiles
 from blocktrain.core.redact import Redactor
 from blocktrain.core.values import JSON, bound_arguments
 from blocktrain.track.attemptlogs import captured_logs, keep_failure, run_key
-from blocktrain.track.lifecycle import close_run, mlflow_client_env, open_run
+from blocktrain.track.lifecycle import (
+    close_run,
+    mlflow_client_env,
+    open_run,
+    repeated_crash_note,
+)
 from blocktrain.track.sigterm import terminate_on_sigterm
 from blocktrain.track.sysmetrics import sampled
 from blocktrain.track.tracker import TrackConfig, Tracker, made_current
@@ -131,6 +136,10 @@ def tracking(
             yield tracker
         except BaseException as exc:
             ending, error = classify(exc), exc
+            if ending.mlflow_status == "FAILED":
+                # Judged before the logs are closed and uploaded: in a launched job this records
+                # the crash and asks for its requeue before srun may end this task.
+                repeated_crash_note(exc)
             if ending.keeps_traceback:
                 # Python prints the traceback only after the capture has ended; keep it in the log.
                 failure = redact(traceback.format_exc())

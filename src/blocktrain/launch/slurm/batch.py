@@ -6,6 +6,12 @@ wrapping of each task (rendered by :mod:`..containers.runtime`), the environment
 teardown that requeues the job when its tasks asked for it
 (:func:`blocktrain.restart.requeue.teardown_lines`). The teardown runs in the batch shell,
 outside any container, because it needs Slurm's commands.
+
+``srun --kill-on-bad-exit=1`` ends the other tasks once one fails: without it a rank killed
+while the others wait for it (the rendezvous, a collective) leaves them waiting for the process
+group's timeout, half an hour. Each task runs under a shell that writes its exit status first
+(:func:`blocktrain.restart.requeue.task_wrapper`), so that the tasks srun ends can tell a
+killed rank from a preemption (:mod:`blocktrain.restart.endings`).
 """
 
 from __future__ import annotations
@@ -29,7 +35,15 @@ class BatchPlan:
     job_name: str
     folder: Path
     python: str
+    """The command that starts Python in a task (in the image when the profile has one)."""
     parameters: dict[str, object]
+    task_wrapper: tuple[str, ...] = ()
+    """Words before ``python`` in a Slurm task (not in a local one, which has no srun)."""
+
+    @property
+    def slurm_python(self) -> str:
+        """What submitit puts after ``srun`` and its options: the wrapper, then ``python``."""
+        return " ".join([shlex.join(self.task_wrapper), self.python]).strip()
 
 
 def task_python(
@@ -91,6 +105,7 @@ def plan(
         "signal_delay_s": profile.signal_lead_s,
         "setup": setup_lines(code_paths, profile.env),
         "teardown": requeue.teardown_lines(requeue_dir),
+        "srun_args": ["--kill-on-bad-exit=1"],  # see the module docstring
         "wckey": None,  # submitit would tag every job "submitit"
         # The signal goes to the tasks (not the batch shell), which checkpoint and ask for a
         # requeue; --requeue lets Slurm requeue the job after a preemption or a node failure.
@@ -115,6 +130,7 @@ def plan(
         folder=folder,
         python=task_python(profile, project_root, host_python, data),
         parameters=parameters,
+        task_wrapper=tuple(requeue.task_wrapper(requeue_dir)),
     )
 
 
@@ -128,8 +144,10 @@ def render(batch: BatchPlan, array_size: int | None = None) -> str:
     array = array_size if array_size and array_size > 1 else None
     logs = batch.folder / ("%A_%a_%t_log" if array else "%j_%t_log")  # submitit's file names
     out, err = f"{logs}.out", f"{logs}.err"
-    srun = shlex.join(["srun", "--unbuffered", "--output", out, "--error", err])
-    command = f"{batch.python} -u -m submitit.core._submit {shlex.quote(str(batch.folder))}"
+    srun_args = _strings(batch.parameters.get("srun_args"))
+    srun = shlex.join(["srun", "--unbuffered", "--output", out, "--error", err, *srun_args])
+    folder = shlex.quote(str(batch.folder))
+    command = f"{batch.slurm_python} -u -m submitit.core._submit {folder}"
     return "\n".join([
         "#!/bin/bash", "", "# Parameters", *sbatch_lines(batch.parameters, array, out, err),
         "", "# setup", *_strings(batch.parameters.get("setup")),
@@ -139,7 +157,14 @@ def render(batch: BatchPlan, array_size: int | None = None) -> str:
 
 
 _NOT_SBATCH = frozenset(
-    {"setup", "teardown", "signal_delay_s", "additional_parameters", "array_parallelism"}
+    {
+        "setup",
+        "teardown",
+        "signal_delay_s",
+        "additional_parameters",
+        "array_parallelism",
+        "srun_args",
+    }
 )
 """Executor parameters that are no ``#SBATCH`` line of their own."""
 _ARRAY_PARALLELISM = 256  # submitit's default

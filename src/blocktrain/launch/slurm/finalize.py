@@ -33,6 +33,7 @@ from blocktrain.launch.records import finalstate, tracking
 from blocktrain.launch.records.store import RunRecord, read_record
 from blocktrain.launch.slurm import commands
 from blocktrain.launch.sweeps import parentrun
+from blocktrain.restart.crashes import ending_note, read_crash
 from blocktrain.track import attempthistory
 from blocktrain.track.attempts import slurm_cause
 from blocktrain.track.backend import MlflowBackend
@@ -122,7 +123,7 @@ def settle(
     if mlflow != status:
         store.set_status(run_id, status, None)
     if local != status:
-        reason = f"its job ended {state} without a word from the run" if unreported else None
+        reason = _unreported_reason(layout, record, state) if unreported else None
         text = finalstate.status_text(
             old, run_id=run_id, status=status, reason=reason, now=time.time()
         )
@@ -130,6 +131,15 @@ def settle(
             logs.folder.mkdir(parents=True, exist_ok=True)
         write_text_or_overwrite(logs.status, text, text)
     return Ended(status, mlflow != status or local != status, unreported, state)
+
+
+def _unreported_reason(layout: Layout, record: RunRecord, state: str | None) -> str:
+    """Why the run ended: the crash-loop guard's line when one rank's repeated crash ended it
+    (rank 0, ended by srun, may have left before it could report), else the job's end."""
+    job = record.latest_job
+    recorded = read_crash(layout.run(record.run_id).folder)
+    note = ending_note(recorded, job.job_id, record.run_id) if job is not None else None
+    return note or f"its job ended {state} without a word from the run"
 
 
 def _close_attempt(layout: Layout, store: MlflowBackend, record: RunRecord, state: str) -> None:

@@ -95,7 +95,7 @@ def submit(plan: BatchPlan, workers: Sequence[Worker]) -> list[str]:
     import submitit
 
     try:
-        executor = submitit.SlurmExecutor(folder=plan.folder, python=plan.python)
+        executor = submitit.SlurmExecutor(folder=plan.folder, python=plan.slurm_python)
     except RuntimeError as exc:  # submitit's word for "no srun on PATH"
         raise BlocktrainError(f"cannot submit: {exc}") from None
     executor.update_parameters(**plan.parameters)  # pyright: ignore[reportUnknownMemberType]
