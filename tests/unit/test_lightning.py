@@ -352,3 +352,30 @@ def test_a_plain_dataloader_and_a_fit_that_ignores_the_checkpoint_are_refused(
         BlocktrainError, match=r"pass ckpt_path=blocktrain.lightning.resume_path\(\)"
     ):
         trainer.fit(Net(), bl.DataLoader(dataset(), batch_size=16))
+
+
+# -- without Lightning ------------------------------------------------------------------------
+
+
+def test_without_lightning_an_entry_module_and_the_package_say_how_to_install_it(
+    tmp_path: Path, monkeypatch
+):
+    import importlib
+    import sys
+
+    from blocktrain.entry.loader import load_entry
+
+    (tmp_path / "needs_lightning.py").write_text("import lightning\n\ndef train():\n    pass\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setitem(sys.modules, "lightning", None)  # import lightning fails, as uninstalled
+    with pytest.raises(BlocktrainError) as refused:
+        load_entry("needs_lightning:train")
+    [line] = str(refused.value).splitlines()
+    assert line.endswith("(blocktrain's 'lightning' extra: pip install 'blocktrain[lightning]')")
+    for name in [m for m in sys.modules if m.startswith("blocktrain.lightning")]:
+        monkeypatch.delitem(sys.modules, name)
+    # A class of the package imported anew: known by its name and its bases.
+    with pytest.raises(ImportError, match=r"pip install 'blocktrain\[lightning\]'") as missing:
+        importlib.import_module("blocktrain.lightning")
+    assert type(missing.value).__name__ == "LightningMissingError"
+    assert isinstance(missing.value, BlocktrainError)
