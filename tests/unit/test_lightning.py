@@ -11,7 +11,7 @@ import lightning as L  # noqa: N812
 import pytest
 import torch
 from lightning.fabric.plugins.environments.slurm import SLURMEnvironment
-from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, Logger, MLFlowLogger
 from lightning.pytorch.utilities.types import OptimizerLRScheduler
 from torch import nn
@@ -182,6 +182,9 @@ class Net(L.LightningModule):
     def __init__(self) -> None:
         super().__init__()
         self.net = nn.Sequential(nn.Linear(8, 16), nn.Tanh(), nn.Dropout(0.2), nn.Linear(16, 1))
+
+    def forward(self, x):
+        return self.net(x)
 
     def training_step(self, batch, batch_idx):
         x, y = batch
@@ -379,3 +382,39 @@ def test_without_lightning_an_entry_module_and_the_package_say_how_to_install_it
         importlib.import_module("blocktrain.lightning")
     assert type(missing.value).__name__ == "LightningMissingError"
     assert isinstance(missing.value, BlocktrainError)
+
+
+# -- exports ----------------------------------------------------------------------------------
+
+
+def test_the_best_or_the_last_weights_are_exported_into_the_run_s_folder(
+    tmp_path: Path, monkeypatch
+):
+    from blocktrain.train import ExportConfig
+
+    monkeypatch.setenv("BLOCKTRAIN_CHECKPOINT_DIR", str(tmp_path / "run" / "checkpoints"))
+    torch.manual_seed(0)
+    best = ModelCheckpoint(dirpath=tmp_path / "lightning", monitor="val_loss", save_top_k=1)
+    trainer = bl.trainer(max_epochs=3, callbacks=[best], enable_progress_bar=False, logger=False)
+    data = bl.DataLoader(dataset(), batch_size=16, shuffle=True)
+    model = Net()
+    trainer.fit(model, data, data, ckpt_path=bl.resume_path())
+    sample = dataset()[:4][0]
+
+    exported = bl.export(trainer, sample, ExportConfig(formats=("pth", "torchscript")))
+    assert exported is not None
+    assert exported.files["pth"].parent == tmp_path / "run" / "exports"
+    written = torch.load(exported.files["pth"])
+    kept = torch.load(best.best_model_path, weights_only=False)["state_dict"]
+    assert checkpointfiles.is_good(Path(best.best_model_path))  # Lightning's file, checksummed
+    assert all(torch.equal(written[k], kept[k]) for k in kept)
+    scripted = torch.jit.load(exported.files["torchscript"])
+    model.load_state_dict(kept)
+    model.eval()
+    assert torch.allclose(scripted(sample), model(sample))
+
+    last = ExportConfig(formats=("pth",), weights="last", folder=tmp_path / "last")
+    exported = bl.export(trainer, sample, last)
+    assert exported is not None
+    trained = torch.load(exported.files["pth"])
+    assert all(torch.equal(trained[k], trainer.lightning_module.state_dict()[k]) for k in trained)

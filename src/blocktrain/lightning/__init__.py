@@ -16,7 +16,9 @@ every checkpoint). A Fabric loop takes :func:`fabric` and :class:`Restarts`.
   checkpoint files;
 - :mod:`.logger`: :class:`BlocktrainLogger`, Lightning's metrics and hyperparameters into the
   run;
-- :mod:`.data`: :class:`DataLoader`, resumable mid-epoch.
+- :mod:`.data`: :class:`DataLoader`, resumable mid-epoch;
+- :mod:`.exports`: :func:`export`, the trained module in the Trainer's export formats, into
+  the run.
 
 Lightning is an optional extra (``blocktrain[lightning]``): without it, importing this package
 raises an ImportError that says so (the launcher prints it on one line, exit status 2). Nothing
@@ -26,6 +28,7 @@ else in blocktrain imports this package.
 from blocktrain.lightning._requirement import LightningMissingError
 from blocktrain.lightning.callback import Restartable
 from blocktrain.lightning.data import DataLoader, EpochRandomSampler
+from blocktrain.lightning.exports import export
 from blocktrain.lightning.fabric import Restarts
 from blocktrain.lightning.logger import BlocktrainLogger
 from blocktrain.lightning.plugins import BlocktrainEnvironment, DurableCheckpointIO
@@ -40,6 +43,7 @@ __all__ = [
     "LightningMissingError",
     "Restartable",
     "Restarts",
+    "export",
     "fabric",
     "refusal",
     "resume_path",
