@@ -21,6 +21,7 @@ from blocktrain.train.checkpoint.files import (
     mark_best,
     newest_good,
     prune,
+    recorded_best,
     remove_leftovers,
     rng_state,
     save,
@@ -73,6 +74,29 @@ def test_failed_save_leaves_nothing(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError, match="cannot pickle"):
         save({"bad": Unpicklable()}, tmp_path, 3)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_checksum_covers_every_byte_of_large_tensors(tmp_path: Path) -> None:
+    # Records far larger than a file buffer reach the file in writes of their own.
+    big = {f"layer{i}": torch.randn(1024, 1024) for i in range(3)}
+    path = save(big, tmp_path, 1)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    assert sidecar_path(path).read_text().split()[0] == digest
+    loaded = load(path)
+    assert all(torch.equal(loaded[k], v) for k, v in big.items())
+
+
+def test_save_leaves_torchs_crc_setting_as_it_was(tmp_path: Path) -> None:
+    from torch.utils.serialization import config
+
+    class Unpicklable:
+        def __reduce__(self):
+            raise RuntimeError("cannot pickle")
+
+    save(state(1), tmp_path, 1)
+    with pytest.raises(RuntimeError, match="cannot pickle"):
+        save({"bad": Unpicklable()}, tmp_path, 2)
+    assert config.save.compute_crc32 is True
 
 
 def test_newest_good_takes_the_highest_step(tmp_path: Path) -> None:
@@ -275,3 +299,13 @@ def test_rng_state_has_the_expected_parts() -> None:
     parts = set(rng_state())
     assert {"python", "numpy", "torch"} <= parts
     assert ("cuda" in parts) == torch.cuda.is_available()
+
+
+def test_recorded_best_names_the_file_without_reading_it(tmp_path: Path) -> None:
+    path = save(state(1), tmp_path, 1)
+    mark_best(path, "val_loss", 0.5)
+    path.write_bytes(b"torn")
+    assert best(tmp_path) is None
+    assert recorded_best(tmp_path) == path
+    (tmp_path / "best.json").write_text('{"file": "../elsewhere.pt"}')
+    assert recorded_best(tmp_path) is None

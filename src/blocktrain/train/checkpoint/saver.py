@@ -272,7 +272,7 @@ class Checkpointer:
             checkpoint.mark_best(path, best.monitor, best.value)
             self._upload(path, "best")
         self._upload(path, "last")
-        kept = [p for p in [checkpoint.best(self.folder)] if p is not None]
+        kept = [p for p in [checkpoint.recorded_best(self.folder)] if p is not None]
         checkpoint.prune(self.folder, self.config.keep_last, keep=kept)
 
     def _upload(self, path: Path, kind: str) -> None:
