@@ -139,7 +139,9 @@ def test_preempted_three_times_and_timed_out_once_ends_bit_identical(
         f"steps: {steps}\nstep_seconds: 0.05\ncheckpoint_every: 400\n"
     )
     run_id, job_id = project.launch(
-        "train", "--args", "exp.yaml", "--slurm", "time=2", "--slurm", "signal_lead_s=60",
+        # 3 minutes: the time-limit signal comes 2 minutes into each attempt, after the start-up
+        # of a loaded machine, so that only attempt 4 reaches it.
+        "train", "--args", "exp.yaml", "--slurm", "time=3", "--slurm", "signal_lead_s=60",
         "--slurm", "restarts.preemptions=3", "--slurm", "restarts.timeouts=1",
     )  # fmt: skip
     preempt = {
@@ -158,7 +160,7 @@ def test_preempted_three_times_and_timed_out_once_ends_bit_identical(
         assert done.returncode == 0, done.stderr
     # Attempt 4 runs into its time limit: Slurm's USR2 comes 60 s before it.
     project.wait(lambda: _training(project, run_id, 4), 180, "attempt 4 to train")
-    project.wait(lambda: "stopping after" in project.log(run_id, 4), 150, "the time-limit signal")
+    project.wait(lambda: "stopping after" in project.log(run_id, 4), 210, "the time-limit signal")
     project.wait(
         lambda: project.queue_state(job_id) == "PENDING", 60, "the requeue after the time limit"
     )
