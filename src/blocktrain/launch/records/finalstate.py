@@ -44,14 +44,7 @@ def status_text(
     old: str | None, *, run_id: str, status: str, reason: str | None, now: float
 ) -> str:
     """status.json with ``status`` (and ``reason`` when given), its other fields kept."""
-    record: dict[str, object] = {}
-    if old is not None:
-        try:
-            loaded: object = json.loads(old)
-        except ValueError:
-            loaded = None
-        if isinstance(loaded, dict):
-            record = {str(k): v for k, v in cast(dict[object, object], loaded).items()}
+    record = _fields(old)
     record.setdefault("run_id", run_id)
     record["status"] = status
     record["updated"] = now
@@ -64,13 +57,18 @@ def status_text(
 
 def local_said(text: str | None) -> str | None:
     """``status`` of status.json's text; None when absent or unreadable."""
+    status = _fields(text).get("status")
+    return status if isinstance(status, str) else None
+
+
+def _fields(text: str | None) -> dict[str, object]:
+    """status.json's text as an object; empty when absent, unreadable or not an object."""
     if text is None:
-        return None
+        return {}
     try:
         loaded: object = json.loads(text)
     except ValueError:
-        return None
+        return {}
     if not isinstance(loaded, dict):
-        return None
-    status = cast(dict[object, object], loaded).get("status")
-    return status if isinstance(status, str) else None
+        return {}
+    return {str(k): v for k, v in cast(dict[object, object], loaded).items()}
