@@ -2,7 +2,7 @@
 
 Each marked code block (``<!-- lightning: file PATH -->`` or ``<!-- lightning: diff OLD NEW
 -->`` on the line before it) must equal what this module generates from the files; the port is
-the one tests/integration/local/test_lightning.py launches and preempts.
+the one tests/integration/local/test_lightning_jobs.py launches and preempts.
 ``python tests/unit/test_lightning_doc.py`` rewrites the blocks.
 """
 

@@ -201,9 +201,12 @@ def gone(pid: int) -> bool:
 
 
 def test_a_killed_rank_ends_the_run_failed_in_mlflow_and_status_json(project: LocalProject):
-    """SIGKILL leaves rank 0 no word to say; the supervisor settles the run for it."""
+    """SIGKILL leaves rank 0 no word to say; with no crash budget to requeue it, the run ends
+    FAILED everywhere, and the supervisor settles it."""
     (project.root / "exp.yaml").write_text("steps: 5000\nstep_seconds: 0.05\n")
-    run_id, job_id = project.launch("train", "--args", "exp.yaml", "--executor", "local")
+    run_id, job_id = project.launch(
+        "train", "--args", "exp.yaml", "--executor", "local", "--slurm", "restarts.crashes=0"
+    )
     project.wait(lambda: training(project, run_id, 1), 180, "attempt 1 to train")
     assert status_json(project, run_id)["status"] == "RUNNING"
     rank0 = project.local_job(job_id)["elements"][0]["pids"][0]
