@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -26,7 +27,8 @@ from pathlib import Path
 from blocktrain.core.paths import LaunchFiles, Layout, import_paths
 from blocktrain.core.redact import Redactor
 from blocktrain.core.values import JSON, to_jsonable
-from blocktrain.entry import load_entry, resolve
+from blocktrain.entry import importcost, load_entry, resolve
+from blocktrain.entry.command import EntryFunction
 from blocktrain.launch import executors
 from blocktrain.launch.codecopy import freeze_code
 from blocktrain.launch.containers import images
@@ -49,7 +51,7 @@ from blocktrain.launch.slurm.submit import Scheduler
 from blocktrain.launch.sweeps import naming, parentrun
 from blocktrain.launch.sweeps.expand import parse_best
 from blocktrain.launch.sweeps.summary import SweepPlan, plan_sweep
-from blocktrain.track.backend import MlflowBackend, tracking_uri
+from blocktrain.track.backend import tracking_uri
 from blocktrain.track.gitstate import git_state
 
 __all__ = ["DRY_RUN_ID", "LaunchRequest", "LaunchResult", "LaunchedRun", "launch"]
@@ -69,7 +71,8 @@ def launch(
 
     ``environ`` (default: this process's environment) names the tracking URI, the experiment
     and the secrets kept out of logged params. ``progress`` is told, one line at a time, how a
-    launch of many runs goes (from :data:`PROGRESS_FROM` runs on).
+    launch of many runs goes (from :data:`PROGRESS_FROM` runs on), and what a slow import of
+    the entry module cost.
     """
     layout = Layout(root)
     if request.run_id is not None:
@@ -119,7 +122,7 @@ def prepare(request: LaunchRequest, layout: Layout, progress: Progress | None = 
     best = parse_best(request.best) if request.best else None
     entry = entry_spec(request.entry, request.module, layout.root)
     with importable(import_paths(layout.root)):
-        func = load_entry(entry)
+        func = timed_load(entry, layout.root, progress)
         sets = request.argument_sets()
         checked = counted(progress, "checking arguments", len(sets))
         resolved: list[dict[str, JSON]] = []
@@ -144,12 +147,27 @@ def prepare(request: LaunchRequest, layout: Layout, progress: Progress | None = 
     return Planned(prepared=prepared, names=naming.run_names(function, sets, name), sweep=sweep)
 
 
+def timed_load(entry: str, root: Path, progress: Progress | None) -> EntryFunction:
+    """The entry function; a slow import of its module is named, with what it brought in."""
+    before = set(sys.modules)
+    started = time.perf_counter()
+    func = load_entry(entry)
+    took = time.perf_counter() - started
+    new = [name for name in list(sys.modules) if name not in before]
+    files = {name: getattr(sys.modules.get(name), "__file__", None) for name in new}
+    module = entry.partition(":")[0]
+    line = importcost.slow_import_line(module, took, importcost.heavy_packages(new, files, root))
+    if line is not None and progress is not None:
+        progress(line)
+    return func
+
+
 @dataclass(slots=True)
 class _Created:
     """What a new launch has created so far, removed again when it fails."""
 
     files: LaunchFiles
-    store: MlflowBackend | None = None
+    store: tracking.RunWriter | None = None
     run_ids: list[str] = field(default_factory=list[str])
 
     def remove(self, layout: Layout) -> None:
@@ -205,7 +223,7 @@ def create_runs(
     # A secret typed into --name (or a swept value that names a run) is masked like a param.
     names = [redact(name) for name in planned.names]
     sweep = planned.sweep
-    created.store = tracking.backend(uri, layout.root)
+    created.store = tracking.writer(uri, layout.root, experiment, environ)
     parent_id, run_ids = tracking.create_runs(
         created.store,
         experiment=experiment,

@@ -11,6 +11,7 @@ within the crash budget, unless the crash repeats the previous attempt's before 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import signal
 import socket
@@ -71,10 +72,11 @@ class Worker:
         with restart.protocol(config) as state:
             try:
                 self._run(config, context.rank, context.world_size, run)
-            except (RequeueRequested, StopRequested):
+            except (RequeueRequested, StopRequested) as left:
                 # The marker (or its absence) tells the batch script. A rank that left alone
                 # (a SIGTERM before its first step) says so by its exit status: the other ranks
                 # may wait for it where only the launcher can end them.
+                _say_how_the_attempt_left(left, context.is_rank_zero)
                 alone = state.left_early and context.world_size > 1
                 distributed.exit_without_finalizing(LEFT_EARLY_STATUS if alone else 0)
                 return
@@ -111,6 +113,15 @@ class Worker:
                 if rank != 0 and world_size > 1 and not envvars.EXECUTOR.get(os.environ):
                     let_rank_zero_report(config)
                 raise
+
+
+def _say_how_the_attempt_left(left: BaseException, rank_zero: bool) -> None:
+    """Our line, instead of submitit's: this call returns normally, and submitit would log "Job
+    completed successfully" for an attempt that only paused."""
+    logging.getLogger("submitit").setLevel(logging.WARNING)
+    if rank_zero:
+        what = "requeued" if isinstance(left, RequeueRequested) else "stopped (slurm-stop)"
+        sys.stderr.write(f"blocktrain: this attempt ends here; the run is {what}\n")
 
 
 def agree_port(

@@ -110,6 +110,17 @@ class MlflowBackend:
             synchronous=True,
         )
 
+    def log_params(self, run_id: str, params: Mapping[str, str]) -> None:
+        items = list(params.items())
+        for start in range(0, len(items), 100):  # MLflow takes 100 params per request
+            self.log_batch(run_id, [], dict(items[start : start + 100]), {})
+
+    def log_artifact(self, run_id: str, path: Path, artifact_path: str) -> None:
+        self.log_artifacts(run_id, str(path), artifact_path)
+
+    def delete_run(self, run_id: str) -> None:
+        self.client.delete_run(run_id)
+
     def log_artifacts(self, run_id: str, local_dir: str, artifact_path: str) -> None:
         if Path(local_dir).is_file():
             self.client.log_artifact(run_id, local_dir, artifact_path or None)  # pyright: ignore[reportUnknownMemberType]

@@ -201,6 +201,11 @@ def test_stop_then_relaunch_by_run_id_resumes_and_finishes(project: LaunchProjec
     )
     project.wait(lambda: project.queue_state(job_id) is None, 120, "the job to leave the queue")
     assert "stopping after" in project.log(run_id, 1)
+    # The job's own output says the attempt stopped, not submitit's "Job completed successfully".
+    launches = project.root / ".blocktrain" / "launches"
+    [slurm_out] = launches.glob(f"*/submitit/{job_id}_0_log.out")
+    assert "completed successfully" not in slurm_out.read_text()
+    assert "the run is stopped (slurm-stop)" in slurm_out.with_suffix(".err").read_text()
     # Arguments are immutable, and a run with a job in the queue is not relaunched.
     changed = project.command("slurm-launch", "train", "--run-id", run_id, "--set", "steps=5")
     assert changed.returncode == 2

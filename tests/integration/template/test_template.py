@@ -488,3 +488,25 @@ def test_the_baseline_runs_without_slurm_and_resumes_after_a_preemption(
         assert element["restart_count"] == 1
     finally:
         cancel_local_jobs(baked, env)
+
+
+# --- what a launch waits for ---------------------------------------------------------------
+
+
+def test_the_entry_module_keeps_torch_off_the_launch_path_and_a_heavy_one_is_named(
+    baked: Baked,
+):
+    """The template's entry module imports torch inside its functions, so a launch's check
+    says nothing of imports; a module that imports torch at its top gets the one line."""
+    dry = [".venv/bin/slurm-launch", "train", "--args", "experiments/baseline.yaml", "--dry-run"]
+    own = baked.run(*dry)
+    assert "importing the entry module" not in own.stderr, own.stderr
+    heavy = baked.root / "heavy_entry.py"
+    heavy.write_text(f"import torch  # noqa: F401\n\nfrom {baked.package}.entry import train\n")
+    try:
+        done = baked.run(*dry, "--module", "heavy_entry")
+    finally:
+        heavy.unlink()
+    [line] = [ln for ln in done.stderr.splitlines() if "importing the entry module" in ln]
+    assert line.startswith("slurm-launch: importing the entry module heavy_entry took "), line
+    assert "(torch" in line

@@ -3,8 +3,10 @@
 Creating them up front gives the user a run id at once, and lets every attempt of the job
 resume the same run. A sweep (several runs in one launch) also gets a parent run, created
 first and RUNNING until its runs end; its runs name it in ``mlflow.parentRunId``, so that the
-MLflow UI nests them under it. mlflow is imported only here, after the arguments were
-validated.
+MLflow UI nests them under it. Runs go through :mod:`blocktrain.track.sqlruns` or
+:mod:`blocktrain.track.restruns` when the store is a SQLite database or a server they know (no
+mlflow import: the launch waits seconds less), else through MLflow, imported only here, after
+the arguments were validated.
 """
 
 from __future__ import annotations
@@ -13,8 +15,10 @@ import contextlib
 import socket
 import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from blocktrain.core.redact import Redactor
 from blocktrain.core.values import JSON, flatten
@@ -22,6 +26,8 @@ from blocktrain.errors import BlocktrainError
 from blocktrain.track import ATTEMPT_TAG, param_strings
 from blocktrain.track.backend import EMBEDDED_ARTIFACTS, MlflowBackend
 from blocktrain.track.gitstate import GitState, git_tags
+from blocktrain.track.restruns import open_server
+from blocktrain.track.sqlruns import open_store
 from blocktrain.track.tracker import PARENT_TAG
 
 
@@ -52,6 +58,34 @@ def backend(uri: str, root: Path) -> MlflowBackend:
     return MlflowBackend(uri, artifacts)
 
 
+class RunWriter(Protocol):
+    """What a launch writes new runs with: MlflowBackend, or the SQLite writer without mlflow."""
+
+    def exclusive(self) -> AbstractContextManager[None]: ...
+    def create_run(self, experiment: str, run_name: str | None, tags: Mapping[str, str]) -> str: ...
+    def log_params(self, run_id: str, params: Mapping[str, str]) -> None: ...
+    def log_artifact(self, run_id: str, path: Path, artifact_path: str) -> None: ...
+    def set_status(self, run_id: str, status: str, end_time_ms: int | None) -> None: ...
+    def delete_run(self, run_id: str) -> None: ...
+
+
+def writer(uri: str, root: Path, experiment: str, environ: Mapping[str, str]) -> RunWriter:
+    """A writer without mlflow when it knows the store or server and ``experiment`` is there
+    (:mod:`~blocktrain.track.sqlruns`, :mod:`~blocktrain.track.restruns`), else MLflow's client,
+    which also creates the database and the experiment the first time."""
+    if uri.startswith(("http://", "https://")):
+        server = open_server(uri, experiment, environ)
+        if server is not None:
+            return server
+        return backend(uri, root)
+    fast = open_store(uri, environ)
+    if fast is not None:
+        with fast.exclusive():
+            if fast.experiment(experiment) is not None:
+                return fast
+    return backend(uri, root)
+
+
 SWEEP_TAG = "blocktrain.sweep"
 
 
@@ -64,7 +98,7 @@ class Parent:
 
 
 def create_runs(
-    store: MlflowBackend,
+    store: RunWriter,
     *,
     experiment: str,
     names: Sequence[str | None],
@@ -97,7 +131,7 @@ def create_runs(
                 flat = flatten(dict(values))
                 _log_params(store, run_id, {k: redact(str(v)) for k, v in flat.items()})
                 if diff_file is not None:
-                    store.log_artifacts(run_id, str(diff_file), "code")
+                    store.log_artifact(run_id, diff_file, "code")
                 store.set_status(run_id, "SCHEDULED", None)
                 if created is not None:
                     created(index + 1)
@@ -108,7 +142,7 @@ def create_runs(
 
 
 def _create_parent(
-    store: MlflowBackend, experiment: str, parent: Parent, tags: Mapping[str, str]
+    store: RunWriter, experiment: str, parent: Parent, tags: Mapping[str, str]
 ) -> str:
     run_id = store.create_run(experiment, parent.name, {**tags, SWEEP_TAG: "true"})
     _log_params(store, run_id, parent.params)
@@ -116,22 +150,20 @@ def _create_parent(
     return run_id
 
 
-def _log_params(store: MlflowBackend, run_id: str, params: Mapping[str, object]) -> None:
-    items = list(param_strings(params).items())
-    for start in range(0, len(items), 100):  # MLflow takes 100 params per request
-        store.log_batch(run_id, [], dict(items[start : start + 100]), {})
+def _log_params(store: RunWriter, run_id: str, params: Mapping[str, object]) -> None:
+    store.log_params(run_id, param_strings(params))
 
 
-def delete_runs(store: MlflowBackend, run_ids: Sequence[str]) -> None:
+def delete_runs(store: RunWriter, run_ids: Sequence[str]) -> None:
     """Remove runs whose job never got submitted, so no orphan run is left behind."""
     with store.exclusive():
         _delete(store, run_ids)
 
 
-def _delete(store: MlflowBackend, run_ids: Sequence[str]) -> None:
+def _delete(store: RunWriter, run_ids: Sequence[str]) -> None:
     for run_id in run_ids:
         with contextlib.suppress(Exception):
-            store.client.delete_run(run_id)
+            store.delete_run(run_id)
 
 
 def last_attempt(store: MlflowBackend, run_id: str) -> tuple[int, dict[str, str]]:
