@@ -66,6 +66,7 @@ def test_the_page_shows_both_ports_and_the_files_of_a_project():
         ("file", "original/train.py"),
         ("diff", "original/train.py ported_loop/train.py"),
         ("diff", "original/train.py ported_trainer/train.py"),
+        ("diff", "ported_loop/train.py ported_loop_ddp/train.py"),
         ("file", "ported_loop/experiments/baseline.yaml"),
         ("file", "ported_trainer/experiments/baseline.yaml"),
         ("file", "ported_loop/pyproject.toml"),

@@ -72,7 +72,10 @@ def test_a_run_and_a_preempted_one_end_with_the_same_weights(project: LocalProje
     assert f"==> attempt 1 (job {job_id}" in shown.stderr
 
     # The same training, preempted once at a random point: SIGTERM to the job's supervisor.
-    again, again_job = project.launch("train", "--args", "exp.yaml", "--executor", "local")
+    # Slower steps (the pause changes no weight) leave a loaded machine time to signal it.
+    again, again_job = project.launch(
+        "train", "--args", "exp.yaml", "--set", "step_seconds=0.15", "--executor", "local"
+    )
     project.wait(lambda: training(project, again, 1), 180, "attempt 1 to train")
     time.sleep(random.uniform(0.5, 4.0))
     pid = project.local_job(again_job)["supervisor_pid"]
