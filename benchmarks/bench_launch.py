@@ -31,7 +31,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-ROUNDS = 5
+ROUNDS = 9
 BIN = Path(sys.executable).parent
 REPO = Path(__file__).resolve().parent.parent
 DEMO = REPO / "tests" / "shapes_demo.py"
@@ -148,9 +148,14 @@ def measure(root: Path, env: dict[str, str]) -> None:
             if name == "slurm-launch, torch at module top":
                 said = stderr.strip()
     median = {name: statistics.median(values) for name, values in times.items()}
-    print(f"median of {ROUNDS} interleaved rounds, nodes drained (jobs stay pending)")  # noqa: T201
+    load = os.getloadavg()[0]
+    print(  # noqa: T201
+        f"median (min-max) of {ROUNDS} interleaved rounds, nodes drained (jobs stay pending); "
+        f"load average {load:.2f} on {os.cpu_count()} CPUs"
+    )
     for name, seconds in median.items():
-        print(f"{name:<36} {seconds * 1000:8.1f} ms")  # noqa: T201
+        low, high = min(times[name]) * 1000, max(times[name]) * 1000
+        print(f"{name:<36} {seconds * 1000:8.1f} ms  ({low:.1f}-{high:.1f})")  # noqa: T201
     ratios = [
         ("slurm-launch / submitit script", "slurm-launch", "submitit script", 2.0),
         ("slurm-launch / sbatch --wrap", "slurm-launch", "sbatch --wrap", None),

@@ -21,7 +21,6 @@ import shutil
 import sqlite3
 import time
 import urllib.parse
-import urllib.request
 import uuid
 from collections.abc import Generator, Mapping
 from pathlib import Path
@@ -209,7 +208,7 @@ def _local_folder(location: str) -> Path | None:
     """The folder of a ``file:`` URI or plain absolute path; None for any remote store."""
     parts = urllib.parse.urlsplit(location)
     if parts.scheme == "file" and parts.netloc in ("", "localhost") and not parts.query:
-        return Path(urllib.request.url2pathname(parts.path))
+        return Path(urllib.parse.unquote(parts.path))
     if not parts.scheme and Path(location).is_absolute():
         return Path(location)
     return None

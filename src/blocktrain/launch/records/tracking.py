@@ -26,7 +26,6 @@ from blocktrain.errors import BlocktrainError
 from blocktrain.track import ATTEMPT_TAG, param_strings
 from blocktrain.track.backend import EMBEDDED_ARTIFACTS, MlflowBackend
 from blocktrain.track.gitstate import GitState, git_tags
-from blocktrain.track.restruns import open_server
 from blocktrain.track.sqlruns import open_store
 from blocktrain.track.tracker import PARENT_TAG
 
@@ -74,6 +73,8 @@ def writer(uri: str, root: Path, experiment: str, environ: Mapping[str, str]) ->
     (:mod:`~blocktrain.track.sqlruns`, :mod:`~blocktrain.track.restruns`), else MLflow's client,
     which also creates the database and the experiment the first time."""
     if uri.startswith(("http://", "https://")):
+        from blocktrain.track.restruns import open_server  # urllib and ssl: servers only
+
         server = open_server(uri, experiment, environ)
         if server is not None:
             return server

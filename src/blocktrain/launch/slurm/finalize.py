@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shlex
 import sys
 import time
 import traceback
@@ -38,24 +37,6 @@ from blocktrain.track import attempthistory
 from blocktrain.track.attempts import slurm_cause
 from blocktrain.track.backend import MlflowBackend
 from blocktrain.track.replay import replay_unsent
-
-WATCHER_NAME = "blocktrain-finalize"
-
-
-def watcher_command(python: str, root: Path, run_ids: Sequence[str]) -> list[str]:
-    """The command of the watcher job."""
-    return [python, "-m", "blocktrain.launch.slurm.finalize", str(root), *run_ids]
-
-
-def sbatch_watcher(job_id: str, python: str, root: Path, run_ids: Sequence[str], log: Path) -> str:
-    """Submit the watcher for ``job_id`` (a whole array when it is one); returns its job id."""
-    base_job = job_id.split("_", 1)[0]
-    out = commands.run([
-        "sbatch", "--parsable", f"--job-name={WATCHER_NAME}", f"--dependency=afterany:{base_job}",
-        "--kill-on-invalid-dep=yes", "--ntasks=1", "--cpus-per-task=1", "--mem=512M", "--time=10",
-        f"--output={log}", "--wrap", shlex.join(watcher_command(python, root, run_ids)),
-    ])  # fmt: skip
-    return out.strip().split(";", 1)[0]
 
 
 def finalize(

@@ -19,9 +19,10 @@ from typing import IO, TYPE_CHECKING, Protocol
 
 from blocktrain.errors import BlocktrainError
 from blocktrain.launch.profile import Profile
-from blocktrain.launch.slurm import commands, finalize
+from blocktrain.launch.slurm import commands
 from blocktrain.launch.slurm.batch import BatchPlan
 from blocktrain.launch.slurm.commands import QueueEntry
+from blocktrain.launch.slurm.watcher import sbatch_watcher
 from blocktrain.restart.jobspec import JobSpec
 from blocktrain.restart.worker import Worker
 
@@ -73,7 +74,7 @@ class SlurmScheduler:
     def submit(self, jobs: BatchJobs) -> list[Submitted]:
         job_ids = submit(jobs.plan, [Worker(spec) for spec in jobs.specs])
         try:
-            watcher = finalize.sbatch_watcher(
+            watcher = sbatch_watcher(
                 job_ids[0], jobs.host_python, jobs.project_root,
                 [spec.run_id for spec in jobs.specs], log=jobs.watcher_log,
             )  # fmt: skip
