@@ -39,8 +39,9 @@ def evaluate(model, loader):
 
 def every_rank_rng():
     """Each rank's generators (dropout draws from them), gathered for rank 0 to save."""
-    states = [None] * dist.get_world_size()
-    dist.all_gather_object(states, checkpoint.rng_state())
+    mine = checkpoint.rng_state()
+    states = [mine] * dist.get_world_size()  # each filled in with that rank's own
+    dist.all_gather_object(states, mine)
     return states
 
 
