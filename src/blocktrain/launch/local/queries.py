@@ -19,7 +19,7 @@ from pathlib import Path
 from blocktrain.core.atomic import locked
 from blocktrain.core.outcome import one_line
 from blocktrain.core.paths import Layout
-from blocktrain.launch.local import jobstate, supervisor
+from blocktrain.launch.local import jobfiles, jobstate
 from blocktrain.launch.local.jobstate import LocalJob
 from blocktrain.launch.slurm.commands import QueueEntry
 
@@ -36,7 +36,7 @@ def read_jobs(layout: Layout, job_ids: Sequence[str]) -> dict[str, LocalJob]:
     jobs: dict[str, LocalJob] = {}
     for base in {job_id.split("_", 1)[0] for job_id in job_ids}:
         try:
-            jobs[base] = supervisor.read_job(layout, base)
+            jobs[base] = jobfiles.read_job(layout, base)
         except (OSError, ValueError, TypeError, KeyError):
             continue
     return jobs
@@ -52,7 +52,7 @@ def entries(layout: Layout, job_ids: Sequence[str]) -> list[QueueEntry]:
     now = time.time()
     found: list[QueueEntry] = []
     for job in jobs.values():
-        supervised = supervisor.alive(job.supervisor_pid)
+        supervised = jobfiles.alive(job.supervisor_pid)
         found += [
             jobstate.queue_entry(job, i, now, supervised=supervised)
             for i in range(len(job.elements))
@@ -61,7 +61,7 @@ def entries(layout: Layout, job_ids: Sequence[str]) -> list[QueueEntry]:
 
 
 def _supervised(job: LocalJob) -> bool:
-    return supervisor.alive(job.supervisor_pid)
+    return jobfiles.alive(job.supervisor_pid)
 
 
 def reap(layout: Layout, job_ids: Sequence[str]) -> None:
@@ -75,14 +75,14 @@ def reap(layout: Layout, job_ids: Sequence[str]) -> None:
     for base in job_ids:
         with locked(layout.local_job(base).with_suffix(".lock")):
             try:
-                job = supervisor.read_job(layout, base)
+                job = jobfiles.read_job(layout, base)
             except (OSError, ValueError, TypeError, KeyError):
                 continue
             lost = jobstate.abandoned(job, supervised=_supervised(job))
             if not lost:
                 continue
             for index in lost:
-                supervisor.signal_pids(_own_tasks(job, index), "KILL")
+                jobfiles.signal_pids(_own_tasks(job, index), "KILL")
             runs = [str(job.plan.specs[i]["run_id"]) for i in lost]
             try:
                 finalize.finalize(layout, runs, lambda _: "FAILED")
@@ -91,7 +91,7 @@ def reap(layout: Layout, job_ids: Sequence[str]) -> None:
                                  f"not be marked ended yet: {one_line(exc)}\n")  # fmt: skip
                 continue
             jobstate.mark_lost(job, lost, time.time())
-            supervisor.write_job(layout, job)
+            jobfiles.write_job(layout, job)
 
 
 def _own_tasks(job: LocalJob, index: int) -> list[int]:
@@ -112,12 +112,12 @@ def _own_tasks(job: LocalJob, index: int) -> list[int]:
 def signal_tasks(layout: Layout, job_id: str, signal_name: str) -> bool:
     """Send a signal to the tasks of a running element; False when none runs."""
     job = read_jobs(layout, [job_id]).get(job_id.split("_", 1)[0])
-    if job is None or not supervisor.alive(job.supervisor_pid):
+    if job is None or not jobfiles.alive(job.supervisor_pid):
         return False
     element = job.elements[jobstate.element_index(job_id)]
     if element.state != "RUNNING" or not element.pids:
         return False
-    supervisor.signal_pids(element.pids, signal_name)
+    jobfiles.signal_pids(element.pids, signal_name)
     return True
 
 

@@ -34,10 +34,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 
-from blocktrain.core.atomic import write_text_atomic
 from blocktrain.core.paths import Layout
 from blocktrain.distributed import free_port
 from blocktrain.launch.local import jobstate
+from blocktrain.launch.local.jobfiles import read_job, signal_pids, write_job
 from blocktrain.launch.local.jobstate import LocalJob, LocalPlan
 
 POLL_S = 0.2
@@ -47,34 +47,6 @@ FAILED_TASK_GRACE_S = 30.0
 """After one task failed, how long the others may take to notice before they are ended; none
 when it asked for a requeue as it left (the attempt's outcome is settled)."""
 START_TIMEOUT_S = 20.0
-
-
-def read_job(layout: Layout, job_id: str) -> LocalJob:
-    return LocalJob.from_json(layout.local_job(job_id).read_text())
-
-
-def write_job(layout: Layout, job: LocalJob) -> None:
-    write_text_atomic(layout.local_job(job.plan.job_id), job.to_json())
-
-
-def alive(pid: int | None) -> bool:
-    if pid is None:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def signal_pids(pids: Sequence[int], signal_name: str) -> None:
-    """Send ``SIG<signal_name>`` to each process still there (as ``scancel --signal``)."""
-    number = signal.Signals[f"SIG{signal_name.removeprefix('SIG')}"]
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(pid, number)
 
 
 def start_supervisor(layout: Layout, job_id: str, python: str, log: Path) -> int:
