@@ -22,6 +22,12 @@ EMBEDDED_DB = "mlflow.db"
 EMBEDDED_ARTIFACTS = "mlartifacts"
 ATTEMPT_TAG = "blocktrain.attempt"
 """The run's latest attempt number, set by each attempt as it starts."""
+RUN_NAME_TAG = "mlflow.runName"
+USER_TAG = "mlflow.user"
+ENDED = frozenset({"FINISHED", "FAILED", "KILLED"})
+"""The run statuses that end a run: setting one also sets its end time."""
+PARAM_VALUE_LIMIT = 6000
+"""MLflow's longest param value (``mlflow.utils.validation.MAX_PARAM_VAL_LENGTH``)."""
 
 
 def tracking_uri(env: Mapping[str, str], project_root: Path) -> str:
@@ -131,8 +137,8 @@ class MlflowBackend:
         # MLflow prints the run's URL on stdout when it ends a run on a server: that would land
         # in the middle of `slurm-status --json` or a job's log. The user may still ask for it.
         os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
-        if status in ("FINISHED", "FAILED", "KILLED"):
-            self.client.set_terminated(run_id, status, end_time=end_time_ms or _now_ms())
+        if status in ENDED:
+            self.client.set_terminated(run_id, status, end_time=end_time(status, end_time_ms))
         else:
             self.client.update_run(run_id, status=status)
 
@@ -155,5 +161,13 @@ def latest_steps(run: Any) -> dict[str, int]:  # noqa: ANN401 - mlflow.entities.
     return {str(m.key): int(m.step) for m in run.data.to_proto().metrics}
 
 
-def _now_ms() -> int:
+def now_ms() -> int:
     return int(time.time() * 1000)
+
+
+def end_time(status: str, given_ms: int | None) -> int | None:
+    """The end time a status change records: the one given, else now for a status in
+    :data:`ENDED`, else none."""
+    if given_ms:
+        return given_ms
+    return now_ms() if status in ENDED else None

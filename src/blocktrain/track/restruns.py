@@ -17,7 +17,6 @@ import base64
 import contextlib
 import json
 import ssl
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -26,14 +25,12 @@ from pathlib import Path
 from typing import Any, cast
 
 from blocktrain.errors import BlocktrainError
+from blocktrain.track.backend import USER_TAG, end_time, now_ms
 
 API = "/api/2.0/mlflow"
 ARTIFACTS_API = "/api/2.0/mlflow-artifacts/artifacts"
 PROXIED = "mlflow-artifacts:"
 TIMEOUT_S = 30.0
-RUN_NAME_TAG = "mlflow.runName"
-USER_TAG = "mlflow.user"
-_FINAL = frozenset({"FINISHED", "FAILED", "KILLED"})
 # Environment MLflow's client reads that this writer does not implement: with any of them set,
 # the launch goes through MLflow.
 _UNSPOKEN = (
@@ -95,7 +92,7 @@ class RestRuns:
         body: dict[str, object] = {
             "experiment_id": found[0],
             "user_id": tags.get(USER_TAG, "unknown"),
-            "start_time": _now_ms(),
+            "start_time": now_ms(),
             "tags": [{"key": k, "value": v} for k, v in tags.items()],
         }
         if run_name:
@@ -126,7 +123,7 @@ class RestRuns:
 
     def set_status(self, run_id: str, status: str, end_time_ms: int | None) -> None:
         body: dict[str, object] = {"run_id": run_id, "status": status}
-        end = end_time_ms if end_time_ms is not None or status not in _FINAL else _now_ms()
+        end = end_time(status, end_time_ms)
         if end is not None:
             body["end_time"] = end
         self._call("POST", "runs/update", body)
@@ -193,7 +190,3 @@ def _tls(environ: Mapping[str, str]) -> ssl.SSLContext | None:
         return context
     cafile = environ.get("MLFLOW_TRACKING_SERVER_CERT_PATH")
     return ssl.create_default_context(cafile=cafile) if cafile else None
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)

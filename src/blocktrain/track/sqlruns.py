@@ -19,7 +19,6 @@ import posixpath
 import re
 import shutil
 import sqlite3
-import time
 import urllib.parse
 import uuid
 from collections.abc import Generator, Mapping
@@ -27,22 +26,25 @@ from pathlib import Path
 
 from blocktrain.core.atomic import locked
 from blocktrain.errors import BlocktrainError
-from blocktrain.track.backend import sqlite_path
+from blocktrain.track.backend import (
+    PARAM_VALUE_LIMIT,
+    RUN_NAME_TAG,
+    USER_TAG,
+    end_time,
+    now_ms,
+    sqlite_path,
+)
 
 KNOWN_REVISIONS = frozenset({"dc11669786a5"})
 """Alembic heads of MLflow's tracking schema whose runs, tags and params tables this writes.
 A test holds the installed MLflow's head to this set, so an upgrade that moves it fails there."""
 
-RUN_NAME_TAG = "mlflow.runName"
-USER_TAG = "mlflow.user"
 DEFAULT_WORKSPACE = "default"
 # MLflow's limits and name rule (mlflow.utils.validation), checked before anything is written.
 _KEY_LIMIT = 250
-_PARAM_VALUE_LIMIT = 6000
 _TAG_VALUE_LIMIT = 8000
 _NAME = re.compile(r"^[/\w.\- :]*$")
 _STATUSES = frozenset({"SCHEDULED", "RUNNING", "FINISHED", "FAILED", "KILLED"})
-_FINAL = frozenset({"FINISHED", "FAILED", "KILLED"})
 
 
 def open_store(uri: str, environ: Mapping[str, str]) -> SqliteRuns | None:
@@ -145,7 +147,7 @@ class SqliteRuns:
                 run_id,
                 name,
                 tags.get(USER_TAG, "unknown"),
-                _now_ms(),
+                now_ms(),
                 f"{location.rstrip('/')}/{run_id}/artifacts",
                 experiment_id,
             ),
@@ -154,7 +156,7 @@ class SqliteRuns:
         return run_id
 
     def log_params(self, run_id: str, params: Mapping[str, str]) -> None:
-        _check_pairs("param", params, _PARAM_VALUE_LIMIT)
+        _check_pairs("param", params, PARAM_VALUE_LIMIT)
         self._insert("params", run_id, params)
 
     def log_artifact(self, run_id: str, path: Path, artifact_path: str) -> None:
@@ -168,9 +170,7 @@ class SqliteRuns:
     def set_status(self, run_id: str, status: str, end_time_ms: int | None) -> None:
         if status not in _STATUSES:
             raise ValueError(f"unknown run status {status!r}")
-        end = end_time_ms
-        if status in _FINAL and end is None:
-            end = _now_ms()
+        end = end_time(status, end_time_ms)
         if end is None:
             self._sql().execute("update runs set status = ? where run_uuid = ?", (status, run_id))
         else:
@@ -183,7 +183,7 @@ class SqliteRuns:
         """Mark the run deleted, as MLflow does (``mlflow gc`` removes it for good)."""
         self._sql().execute(
             "update runs set lifecycle_stage = 'deleted', deleted_time = ? where run_uuid = ?",
-            (_now_ms(), run_id),
+            (now_ms(), run_id),
         )
 
     def _insert(self, table: str, run_id: str, pairs: Mapping[str, str]) -> None:
@@ -234,7 +234,3 @@ def _check_pairs(kind: str, pairs: Mapping[str, str], value_limit: int) -> None:
                 f"the {kind} {key!r} is {len(value)} characters long; MLflow keeps at most "
                 f"{value_limit}"
             )
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)

@@ -25,14 +25,13 @@ from blocktrain.core.jobenv import JobContext
 from blocktrain.core.paths import Layout, LogFiles, project_root
 from blocktrain.core.values import env_seconds
 from blocktrain.errors import TrackingError
-from blocktrain.track.backend import run_url, tracking_uri
+from blocktrain.track.backend import PARAM_VALUE_LIMIT, run_url, tracking_uri
 from blocktrain.track.writer import Op, RunWriter
 
 _log = logging.getLogger("blocktrain.track")
 _current: contextvars.ContextVar[Tracker | None] = contextvars.ContextVar(
     "blocktrain_tracker", default=None
 )
-_PARAM_VALUE_LIMIT = 6000
 PARENT_TAG = "mlflow.parentRunId"
 """The tag that nests a run under another in the MLflow UI."""
 MODEL_TAG = "blocktrain.model"
@@ -225,7 +224,5 @@ def param_strings(params: Mapping[str, object]) -> dict[str, str]:
     out: dict[str, str] = {}
     for key, value in params.items():
         text = json.dumps(value) if isinstance(value, list | dict) else str(value)
-        out[key] = (
-            text if len(text) <= _PARAM_VALUE_LIMIT else text[: _PARAM_VALUE_LIMIT - 3] + "..."
-        )
+        out[key] = text if len(text) <= PARAM_VALUE_LIMIT else text[: PARAM_VALUE_LIMIT - 3] + "..."
     return out
