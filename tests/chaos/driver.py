@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from blocktrain.launch.local.jobfiles import alive
 from chaos import invariants
 from chaos.invariants import (
     AttemptView,
@@ -49,6 +50,7 @@ from chaos.invariants import (
 from chaos.plan import JOB_ARGS, Anchor, Config, EpisodePlan, Fault, Kind, plan_episode
 from chaos.report import EpisodeResult, render
 from mlflow_service import MlflowServer
+from procfs import environ
 
 # tests/ is on the path (``chaos`` is imported from it); the launcher tests' project is not.
 LAUNCH_HELPERS = Path(__file__).resolve().parents[1] / "integration" / "slurm"
@@ -101,15 +103,6 @@ class Proc:
         )
 
 
-def _environ(pid: int) -> dict[str, str]:
-    try:
-        raw = Path(f"/proc/{pid}/environ").read_bytes()
-    except OSError:
-        return {}
-    pairs = (item.split(b"=", 1) for item in raw.split(b"\0") if b"=" in item)
-    return {k.decode(errors="replace"): v.decode(errors="replace") for k, v in pairs}
-
-
 def _works_in(pid: int, root: Path) -> bool:
     """Whether the process's working folder is ``root`` or below it."""
     try:
@@ -136,7 +129,7 @@ def processes(root: Path, jobs: Sequence[str] = ()) -> list[Proc]:
         named = needle in raw
         if not named and not wanted:
             continue
-        env = _environ(int(entry.name))
+        env = environ(int(entry.name))
         job = env.get("SLURM_JOB_ID")
         if not named and (job not in wanted or not _works_in(int(entry.name), root)):
             # A job id alone is no proof: other clusters and local jobs on this machine (the
@@ -815,8 +808,8 @@ class Episode:
                     # Not final: still running, or its supervisor was killed (then it ran until
                     # it was last seen live).
                     seen = [s.t for s in self.shared.samples if job_id in s.live_jobs]
-                    alive = _alive(state.get("supervisor_pid"))
-                    ended = None if alive else (max(seen) if seen else float(state["submitted"]))
+                    supervised = _alive(state.get("supervisor_pid"))
+                    ended = None if supervised else (max(seen) if seen else float(state["submitted"]))
                 found.append(JobSpan(job_id=job_id, start=float(state["submitted"]), end=ended))
             return found
         if not jobs:
@@ -995,15 +988,7 @@ def sacct_spans(text: str, jobs: Sequence[str]) -> list[JobSpan]:
 
 
 def _alive(pid: object) -> bool:
-    if not isinstance(pid, int):
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return isinstance(pid, int) and alive(pid)
 
 
 def _read(path: Path) -> str:

@@ -9,7 +9,6 @@ import sqlite3
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -17,8 +16,8 @@ from blocktrain.errors import BlocktrainError
 from blocktrain.launch.records import tracking
 from blocktrain.track.backend import MlflowBackend
 from blocktrain.track.sqlruns import KNOWN_REVISIONS, SqliteRuns, open_store
+from run_writers import TAGS, make_run, seen
 
-TAGS = {"blocktrain.entry": "m:train", "mlflow.user": "ada", "git.commit": "abc"}
 PARAMS = {"lr": "0.1", "model.width": "64", "data.paths": '["a", "b"]'}
 
 
@@ -49,42 +48,14 @@ def fast(store: MlflowBackend) -> SqliteRuns:
     return opened
 
 
-def make_run(writer: tracking.RunWriter, diff: Path, status: str) -> str:
-    with writer.exclusive():
-        run_id = writer.create_run("exp", "train-exp", TAGS)
-        writer.log_params(run_id, PARAMS)
-        writer.log_artifact(run_id, diff, "code")
-        writer.set_status(run_id, status, None)
-    return run_id
-
-
-def seen(store: MlflowBackend, run_id: str) -> dict[str, Any]:
-    """What MLflow reads back of a run, but for what differs between any two runs."""
-    run = store.get_run(run_id)
-    info = run.info
-    artifacts = store.client.list_artifacts(run_id, "code")
-    return {
-        "name": info.run_name,
-        "status": info.status,
-        "user": info.user_id,
-        "stage": info.lifecycle_stage,
-        "experiment": info.experiment_id,
-        "ended": info.end_time is not None,
-        "artifact_uri": info.artifact_uri.replace(run_id, "RUN"),
-        "tags": run.data.tags,
-        "params": run.data.params,
-        "artifacts": [(a.path, a.file_size) for a in artifacts],
-    }
-
-
 @pytest.mark.parametrize("status", ["SCHEDULED", "RUNNING", "FAILED"])
 def test_a_run_written_without_mlflow_reads_back_as_mlflows_own(
     store: MlflowBackend, tmp_path: Path, status: str
 ):
     diff = tmp_path / "git.diff"
     diff.write_text("--- a\n+++ b\n")
-    by_mlflow = make_run(store, diff, status)
-    by_sqlite = make_run(fast(store), diff, status)
+    by_mlflow = make_run(store, "exp", PARAMS, diff, status)
+    by_sqlite = make_run(fast(store), "exp", PARAMS, diff, status)
 
     assert seen(store, by_sqlite) == seen(store, by_mlflow)
     both = store.client.search_runs([store.experiment_id("exp")])
@@ -100,7 +71,10 @@ def test_a_deleted_run_is_deleted_as_mlflow_deletes_it(store: MlflowBackend, tmp
     diff = tmp_path / "git.diff"
     diff.write_text("x")
     writer = fast(store)
-    kept, gone = make_run(writer, diff, "SCHEDULED"), make_run(writer, diff, "SCHEDULED")
+    kept, gone = (
+        make_run(writer, "exp", PARAMS, diff, "SCHEDULED"),
+        make_run(writer, "exp", PARAMS, diff, "SCHEDULED"),
+    )
     with writer.exclusive():
         writer.delete_run(gone)
     assert store.get_run(gone).info.lifecycle_stage == "deleted"

@@ -19,6 +19,8 @@ from pathlib import Path
 import pytest
 from launch_project import LaunchProject  # pyright: ignore[reportMissingImports]
 
+from procfs import environ
+
 pytestmark = pytest.mark.integration
 FINAL = ("FINISHED", "FAILED", "KILLED")
 # Slurm's KillWait on the local cluster is 5 s: the survivor must be gone well before the
@@ -50,15 +52,6 @@ NOTE = (
 )
 
 
-def _environ(pid: int) -> dict[str, str]:
-    try:
-        raw = Path(f"/proc/{pid}/environ").read_bytes()
-    except OSError:
-        return {}
-    pairs = (item.split(b"=", 1) for item in raw.split(b"\0") if b"=" in item)
-    return {k.decode(errors="replace"): v.decode(errors="replace") for k, v in pairs}
-
-
 def task_pid(job_id: str, rank: int, attempt: int) -> int | None:
     """The Python process of ``rank`` in ``attempt`` of the job (not its wrapping shell)."""
     for entry in os.scandir("/proc"):
@@ -72,7 +65,7 @@ def task_pid(job_id: str, rank: int, attempt: int) -> int | None:
             continue
         if b"submitit.core._submit" not in argv:
             continue
-        env = _environ(int(entry.name))
+        env = environ(int(entry.name))
         if (
             env.get("SLURM_JOB_ID") == job_id
             and env.get("SLURM_PROCID") == str(rank)

@@ -122,13 +122,10 @@ def test_ported_loop_preempted_on_slurm_ends_bit_identical(
     assert same_weights(final, tmp_path / "reference" / "model.pt")
 
 
-def test_ported_ddp_loop_preempted_on_slurm_ends_bit_identical(
-    tmp_path: Path, slurm_cluster: SlurmCluster
-):
-    """The loop made data parallel (two ranks, dropout, a scheduler): preempted mid-epoch, it
-    ends with the weights of an uninterrupted run."""
-    project = make_project("ported_loop_ddp", tmp_path / "project", slurm_cluster.env)
-    # Two ranks each; the node has room for one such job at a time, so they run in turn.
+def _preempted_beside_reference(project: LaunchProject) -> tuple[str, str]:
+    """Two launches of the baseline, two ranks each: the first preempted once it trains (two
+    attempts), the second uninterrupted (one). Returns (preempted run, reference run)."""
+    # The node has room for one such job at a time, so they run in turn.
     preempted, job_id = project.launch("train", "--args", "experiments/baseline.yaml")
     reference, reference_job = project.launch("train", "--args", "experiments/baseline.yaml")
     project.wait(lambda: _progress(project, preempted, 2), 180, "attempt 1 to train")
@@ -138,6 +135,16 @@ def test_ported_ddp_loop_preempted_on_slurm_ends_bit_identical(
     _run_ends(project, reference, reference_job)
     assert project.tags(preempted)["blocktrain.attempt"] == "2"
     assert project.tags(reference)["blocktrain.attempt"] == "1"
+    return preempted, reference
+
+
+def test_ported_ddp_loop_preempted_on_slurm_ends_bit_identical(
+    tmp_path: Path, slurm_cluster: SlurmCluster
+):
+    """The loop made data parallel (two ranks, dropout, a scheduler): preempted mid-epoch, it
+    ends with the weights of an uninterrupted run."""
+    project = make_project("ported_loop_ddp", tmp_path / "project", slurm_cluster.env)
+    preempted, reference = _preempted_beside_reference(project)
     resumed = project.log(preempted, 2)
     assert "resumed from epoch" in resumed
     assert "batch 0" not in resumed.split("resumed from epoch", 1)[1].splitlines()[0]  # mid-epoch
@@ -149,16 +156,7 @@ def test_trainer_port_preempted_on_slurm_ends_bit_identical(
     tmp_path: Path, slurm_cluster: SlurmCluster
 ):
     project = make_project("ported_trainer", tmp_path / "project", slurm_cluster.env)
-    # Two DDP ranks each; the node has room for one such job at a time, so they run in turn.
-    preempted, job_id = project.launch("train", "--args", "experiments/baseline.yaml")
-    reference, reference_job = project.launch("train", "--args", "experiments/baseline.yaml")
-    project.wait(lambda: _progress(project, preempted, 2), 180, "attempt 1 to train")
-    signalled = project.command("scancel", "--signal=TERM", job_id)
-    assert signalled.returncode == 0, signalled.stderr
-    _run_ends(project, preempted, job_id)
-    _run_ends(project, reference, reference_job)
-    assert project.tags(preempted)["blocktrain.attempt"] == "2"
-    assert project.tags(reference)["blocktrain.attempt"] == "1"
+    preempted, reference = _preempted_beside_reference(project)
     assert "resumed from" in project.log(preempted, 2)
     runs = project.root / ".blocktrain" / "runs"
     assert same_weights(

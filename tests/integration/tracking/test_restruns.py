@@ -7,7 +7,6 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -16,10 +15,10 @@ from blocktrain.launch.records import tracking
 from blocktrain.track.backend import MlflowBackend
 from blocktrain.track.restruns import RestRuns, open_server
 from mlflow_service import MlflowServer
+from run_writers import make_run, seen
 
 pytestmark = pytest.mark.integration
 
-TAGS = {"blocktrain.entry": "m:train", "mlflow.user": "ada", "git.commit": "abc"}
 PARAMS = {f"p{i:03d}": str(i) for i in range(130)}  # more than one request's worth
 EXPERIMENT = "restruns"
 
@@ -31,33 +30,6 @@ def store(mlflow_server: MlflowServer, tmp_path: Path) -> MlflowBackend:
     return backend
 
 
-def make_run(writer: tracking.RunWriter, diff: Path, status: str) -> str:
-    with writer.exclusive():
-        run_id = writer.create_run(EXPERIMENT, "train-exp", TAGS)
-        writer.log_params(run_id, PARAMS)
-        writer.log_artifact(run_id, diff, "code")
-        writer.set_status(run_id, status, None)
-    return run_id
-
-
-def seen(store: MlflowBackend, run_id: str) -> dict[str, Any]:
-    run = store.get_run(run_id)
-    info = run.info
-    artifacts = store.client.list_artifacts(run_id, "code")
-    return {
-        "name": info.run_name,
-        "status": info.status,
-        "user": info.user_id,
-        "stage": info.lifecycle_stage,
-        "experiment": info.experiment_id,
-        "ended": info.end_time is not None,
-        "artifact_uri": info.artifact_uri.replace(run_id, "RUN"),
-        "tags": run.data.tags,
-        "params": run.data.params,
-        "artifacts": [(a.path, a.file_size) for a in artifacts],
-    }
-
-
 @pytest.mark.parametrize("status", ["SCHEDULED", "FAILED"])
 def test_a_run_written_over_rest_reads_back_as_mlflows_own(
     store: MlflowBackend, tmp_path: Path, status: str
@@ -66,8 +38,8 @@ def test_a_run_written_over_rest_reads_back_as_mlflows_own(
     diff.write_text("--- a\n+++ b\n@@ x\n")
     server = open_server(store.uri, EXPERIMENT, {})
     assert isinstance(server, RestRuns)
-    by_mlflow = make_run(store, diff, status)
-    by_rest = make_run(server, diff, status)
+    by_mlflow = make_run(store, EXPERIMENT, PARAMS, diff, status)
+    by_rest = make_run(server, EXPERIMENT, PARAMS, diff, status)
     assert seen(store, by_rest) == seen(store, by_mlflow)
     downloaded = store.client.download_artifacts(by_rest, "code/git.diff", str(tmp_path / "dl"))
     assert Path(downloaded).read_text() == diff.read_text()
