@@ -28,6 +28,8 @@ ENDED = frozenset({"FINISHED", "FAILED", "KILLED"})
 """The run statuses that end a run: setting one also sets its end time."""
 PARAM_VALUE_LIMIT = 6000
 """MLflow's longest param value (``mlflow.utils.validation.MAX_PARAM_VAL_LENGTH``)."""
+PARAMS_PER_BATCH = 100
+"""The most params one ``log-batch`` request carries (``MAX_PARAMS_TAGS_PER_BATCH``)."""
 
 
 def tracking_uri(env: Mapping[str, str], project_root: Path) -> str:
@@ -118,8 +120,8 @@ class MlflowBackend:
 
     def log_params(self, run_id: str, params: Mapping[str, str]) -> None:
         items = list(params.items())
-        for start in range(0, len(items), 100):  # MLflow takes 100 params per request
-            self.log_batch(run_id, [], dict(items[start : start + 100]), {})
+        for start in range(0, len(items), PARAMS_PER_BATCH):
+            self.log_batch(run_id, [], dict(items[start : start + PARAMS_PER_BATCH]), {})
 
     def log_artifact(self, run_id: str, path: Path, artifact_path: str) -> None:
         self.log_artifacts(run_id, str(path), artifact_path)

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from blocktrain.errors import BlocktrainError
-from blocktrain.track.backend import USER_TAG, end_time, now_ms
+from blocktrain.track.backend import PARAMS_PER_BATCH, USER_TAG, end_time, now_ms
 
 API = "/api/2.0/mlflow"
 ARTIFACTS_API = "/api/2.0/mlflow-artifacts/artifacts"
@@ -104,9 +104,11 @@ class RestRuns:
 
     def log_params(self, run_id: str, params: Mapping[str, str]) -> None:
         items = [{"key": k, "value": v} for k, v in params.items()]
-        for start in range(0, len(items), 100):  # the server takes 100 params per request
+        for start in range(0, len(items), PARAMS_PER_BATCH):
             self._call(
-                "POST", "runs/log-batch", {"run_id": run_id, "params": items[start : start + 100]}
+                "POST",
+                "runs/log-batch",
+                {"run_id": run_id, "params": items[start : start + PARAMS_PER_BATCH]},
             )
 
     def log_artifact(self, run_id: str, path: Path, artifact_path: str) -> None:
