@@ -809,7 +809,9 @@ class Episode:
                     # it was last seen live).
                     seen = [s.t for s in self.shared.samples if job_id in s.live_jobs]
                     supervised = _alive(state.get("supervisor_pid"))
-                    ended = None if supervised else (max(seen) if seen else float(state["submitted"]))
+                    ended = (
+                        None if supervised else (max(seen) if seen else float(state["submitted"]))
+                    )
                 found.append(JobSpan(job_id=job_id, start=float(state["submitted"]), end=ended))
             return found
         if not jobs:
